@@ -5,12 +5,20 @@ from __future__ import annotations
 from typing import Dict, Type
 
 from wsol_lightning.errors import WSOLInputError
+from wsol_lightning.models.methods.acol import ACoL
+from wsol_lightning.models.methods.adl import ADLMethod
 from wsol_lightning.models.methods.base import HyperParameter, WSOLMethod
+from wsol_lightning.models.methods.cutmix import CutMix
 from wsol_lightning.models.methods.has import HideAndSeek
+from wsol_lightning.models.methods.spg import SPG
 
 METHODS: Dict[str, Type[WSOLMethod]] = {
     "base": WSOLMethod,
     "has": HideAndSeek,
+    "acol": ACoL,
+    "spg": SPG,
+    "adl": ADLMethod,
+    "cutmix": CutMix,
 }
 
 
