@@ -285,3 +285,25 @@ def test_cutmix_box_area_follows_beta_on_average():
     # lam ~ U(0, 1): the kept fraction averages about 1/2 (a bit more: boxes are clipped at borders)
     assert 0.5 < sum(weights) / len(weights) < 0.7
     assert all(0.0 <= w <= 1.0 for w in weights) and not math.isnan(sum(weights))
+
+
+# ------------------------------------------------------------- search spaces
+@pytest.mark.parametrize("method_name", ["base", "has", "acol", "spg", "adl", "cutmix"])
+def test_search_space_file_fits_the_method(method_name):
+    import pathlib
+
+    import yaml
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "configs" / "search" / f"{method_name}.yaml"
+    space = yaml.safe_load(path.read_text())
+    assert space["fixed"] == {"model.wsol_method": method_name}
+    hparams = get_method(method_name).hyperparameters
+    searched = {key[len("model."):] for key in space["parameters"] if key.startswith("model.")}
+    assert set(hparams) <= searched  # every knob of the method is searched
+    for key, spec in space["parameters"].items():
+        name = key[len("model."):]
+        if name in hparams:
+            low, high = hparams[name].valid
+            assert spec["type"] == "float" and low <= spec["low"] < spec["high"] <= high, key
+    assert space["parameters"]["model.lr"] == {"type": "float", "low": 1e-5, "high": 1.0, "log": True}
+    assert space["parameters"]["data.batch_size"] == {"type": "categorical", "choices": [32, 64]}
