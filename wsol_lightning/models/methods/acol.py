@@ -19,7 +19,8 @@ ground-truth label to the network when it asks for CAMs.
 
 Backbones, as in wsolevaluation, the classifiers replace the CAM-specific last
 layer: on ``vgg16`` they sit on conv5_3 (``conv6`` becomes an identity; a 3x3
-stride-1 average pool smooths the features first, as in ``VggAcol``), on
+stride-1 average pool smooths the features first, as in ``VggAcol``, whose
+pool changes (3x3 max pools) are not reproduced), on
 ``inception_v3`` on Mixed_6e (the 768 -> 1024 ``head`` conv becomes an
 identity), on ``resnet50`` on layer4. On ``small`` they sit on block4 and are
 256 channels wide instead of 1024 (the backbone itself is 256 wide; 1024-wide
