@@ -24,6 +24,16 @@ CAM_SIDES = {"small": 8, "resnet50": 4, "vgg16": 4, "inception_v3": 7}
 NUM_CLASSES = 3
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: these inputs are tiny, and two threads stall ~30x when another
+    process holds one of the two cores (measured); restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @functools.lru_cache(maxsize=None)
 def _pristine(name):
     return build_backbone(name)
