@@ -1,0 +1,61 @@
+"""WSOLModule: optimizer groups as the benchmark, refusals, divergence, metric names."""
+
+import math
+
+import pytest
+import torch
+
+from wsol_lightning.errors import WSOLInputError
+from wsol_lightning.module import NonFiniteLossError, WSOLModule
+
+
+def test_new_layers_train_at_lr_times_ratio():
+    module = WSOLModule(num_classes=3, backbone="vgg16", wsol_method="base", lr=0.01, lr_classifier_ratio=10)
+    optimizer = module.configure_optimizers()["optimizer"]
+    by_lr = {group["lr"]: {id(p) for p in group["params"]} for group in optimizer.param_groups}
+    assert set(by_lr) == {0.01, 0.1}
+    new = {id(p) for name, p in module.method.named_parameters() if name.startswith(("backbone.conv6.", "fc."))}
+    assert by_lr[0.1] == new
+    assert optimizer.defaults["nesterov"] and optimizer.defaults["momentum"] == 0.9
+    assert optimizer.defaults["weight_decay"] == 1e-4
+
+
+def test_lr_steps_down_every_decay_frequency():
+    module = WSOLModule(num_classes=3, lr=0.1, lr_decay_frequency=2)
+    config = module.configure_optimizers()
+    scheduler = config["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(5):
+        lrs.append(config["optimizer"].param_groups[0]["lr"])
+        scheduler.step()
+    assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001])
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"bg_grid_size": 1.5}, r"--model.bg_grid_size=1.5 is out of range \[0.0, 1.0\]"),
+    ({"lr": 0.0}, r"--model.lr=0.0 is out of range"),
+    ({"has_drop_rate": -0.1}, r"--model.has_drop_rate=-0.1 is out of range"),
+    ({"cam_curve_interval": 0.0}, r"--model.cam_curve_interval=0.0 is out of range"),
+    ({"nonsense": 1}, r"--model.nonsense: unknown hyperparameter"),
+    ({"wsol_method": "magic"}, r"--model.wsol_method=magic: unknown method"),
+])
+def test_out_of_range_values_are_refused_in_one_line(kwargs, message):
+    with pytest.raises(WSOLInputError, match=message) as info:
+        WSOLModule(num_classes=3, **kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_method_hyperparameters_are_recorded_in_hparams():
+    module = WSOLModule(num_classes=3, bg_grid_size=0.4)
+    assert module.hparams.bg_grid_size == 0.4
+    assert module.hparams.has_drop_rate == 0.5
+    assert module.method.hparams_values["bg_grid_size"] == 0.4
+
+
+def test_diverging_loss_raises_a_named_error():
+    module = WSOLModule(num_classes=3, wsol_method="base")
+    with torch.no_grad():
+        module.method.fc.weight.fill_(math.nan)
+    batch = {"image": torch.randn(2, 3, 64, 64), "label": torch.tensor([0, 1])}
+    with pytest.raises(NonFiniteLossError, match=r"training loss is nan at epoch 0.*lower --model.lr"):
+        module.training_step(batch, 0)
