@@ -28,6 +28,7 @@ from typing import Any, Dict, Literal, Optional, Tuple
 
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import nn
 
 from wsol_lightning.errors import WSOLInputError
@@ -99,8 +100,11 @@ class WSOLModule(LightningModule):
         values.update(method_hparams)
         for name, value in values.items():
             known[name].validate(name, value)
-        self.save_hyperparameters(ignore=["method_hparams"])
-        self.hparams.update(values)
+        self._record_hyperparameters({
+            "num_classes": num_classes, "backbone": backbone, "wsol_method": wsol_method,
+            "pretrained": pretrained, "pretrained_path": pretrained_path, "lr": lr,
+            "lr_classifier_ratio": lr_classifier_ratio, "momentum": momentum, "weight_decay": weight_decay,
+            "lr_decay_frequency": lr_decay_frequency, "cam_curve_interval": cam_curve_interval, **values})
 
         method_cls = get_method(wsol_method)
         if backbone in method_cls.unsupported_backbones:
@@ -121,6 +125,22 @@ class WSOLModule(LightningModule):
         self._updated: Dict[str, set] = {"val": set(), "test": set()}
         #: CAM threshold that maximized MaxBoxAcc at the last evaluation (for figures).
         self.best_cam_threshold: Optional[float] = None
+
+    def _record_hyperparameters(self, values: Dict[str, Any]) -> None:
+        """``save_hyperparameters`` with an explicit dict, called outside ``__init__``.
+
+        The signature of ``__init__`` is generated (see
+        :func:`_expose_method_hyperparameters`), so Lightning's inspection of the
+        ``__init__`` frame would look for the method knobs as local variables;
+        giving the values through Lightning's ``_given_hyperparameters`` (what
+        LightningCLI and ``load_from_checkpoint`` set) skips that inspection.
+        """
+        token = _given_hyperparameters.set(dict(values)) if _given_hyperparameters.get() is None else None
+        try:
+            self.save_hyperparameters(values)
+        finally:
+            if token is not None:
+                _given_hyperparameters.reset(token)
 
     # ----------------------------------------------------------------- training
     def forward(self, images: torch.Tensor) -> torch.Tensor:
