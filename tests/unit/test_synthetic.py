@@ -64,7 +64,7 @@ def test_boxes_are_inside_and_masks_agree_with_boxes(root):
         ys, xs = np.nonzero(mask)
         assert (xs.min(), ys.min(), xs.max(), ys.max()) == box
         widths.append(max(x1 - x0 + 1, y1 - y0 + 1) / side)
-    assert 0.12 <= min(widths) and max(widths) <= 0.75 and np.std(widths) > 0.08
+    assert 0.2 <= min(widths) and max(widths) <= 0.85 and np.std(widths) > 0.08
 
 
 def test_discriminative_mark_is_small_and_inside_the_object(root):
