@@ -148,6 +148,14 @@ def test_acol_and_spg_replace_the_cam_conv_of_vgg_and_inception():
     assert isinstance(SPG(_backbone("inception_v3"), NUM_CLASSES).backbone.head, torch.nn.Identity)
 
 
+@pytest.mark.parametrize("backbone,fast", [("small", False), ("resnet50", False), ("vgg16", True),
+                                           ("inception_v3", True)])
+def test_acol_and_spg_heads_learning_rate_group_follows_the_reference(backbone, fast):
+    for cls, head in ((ACoL, "classifier_a."), (SPG, "b_shared.")):
+        prefixes = cls(_backbone(backbone), NUM_CLASSES).new_layer_prefixes()
+        assert (head in prefixes) == fast, (cls.name, backbone)
+
+
 # ----------------------------------------------------------------------- SPG
 def test_spg_masks_follow_thresholds():
     attention = torch.linspace(0, 1, 100).view(1, 1, 10, 10)

@@ -24,7 +24,8 @@ pool changes (3x3 max pools) are not reproduced), on
 ``inception_v3`` on Mixed_6e (the 768 -> 1024 ``head`` conv becomes an
 identity), on ``resnet50`` on layer4. On ``small`` they sit on block4 and are
 256 channels wide instead of 1024 (the backbone itself is 256 wide; 1024-wide
-heads would make it ten times slower on CPU).
+heads would make it ten times slower on CPU). Learning rates: see
+:func:`heads_at_classifier_lr`.
 """
 
 from __future__ import annotations
@@ -58,6 +59,19 @@ def strip_cam_layer(backbone: Backbone) -> int:
         backbone.out_channels = 768
         backbone.new_layer_prefixes = ()
     return backbone.out_channels
+
+
+def heads_at_classifier_lr(backbone: Backbone) -> bool:
+    """Whether a method's new heads train at ``lr * lr_classifier_ratio`` on ``backbone``.
+
+    wsolevaluation (``main.py`` ``_set_optimizer``) multiplies the learning rate
+    of every parameter outside the VGG/Inception trunk, so the ACoL/SPG heads,
+    but for ResNet50 only of ``layer4`` and ``fc``: its ACoL/SPG heads train at
+    ``lr``. The small backbone follows ResNet50 (its heads at ``lr * 10`` made
+    SPG's side branches spike to losses of 1e2-1e6 in the first epoch on the
+    default data, measured; ACoL learned more slowly).
+    """
+    return isinstance(backbone, (VGG16Backbone, InceptionV3Backbone))
 
 
 def normalize_per_map(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -99,8 +113,10 @@ class ACoL(WSOLMethod):
         self.classifier_a = _classifier(channels, hidden, self.num_classes)
         self.classifier_b = _classifier(channels, hidden, self.num_classes)
 
-    def new_layer_prefixes(self) -> Tuple[str, ...]:  # noqa: D102
-        return tuple(f"backbone.{p}" for p in self.backbone.new_layer_prefixes) + ("classifier_a.", "classifier_b.")
+    def new_layer_prefixes(self) -> Tuple[str, ...]:
+        """The backbone's new layers, and the classifiers on vgg16/inception_v3 (see :func:`heads_at_classifier_lr`)."""
+        heads = ("classifier_a.", "classifier_b.") if heads_at_classifier_lr(self.backbone) else ()
+        return tuple(f"backbone.{p}" for p in self.backbone.new_layer_prefixes) + heads
 
     def erase(self, features: torch.Tensor, class_maps_a: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Features with A's most confident positions of ``labels`` set to 0, and the keep mask ``[B,1,h,w]``."""

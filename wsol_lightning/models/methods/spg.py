@@ -43,7 +43,10 @@ small          block3            block4              block4
 
 The CAM-specific last conv of vgg16/inception_v3 is replaced by these layers
 (see :func:`~wsol_lightning.models.methods.acol.strip_cam_layer`). Branch
-widths: 512 (inception_v3, vgg16), 1024 (resnet50), 128 (small).
+widths: 512 (inception_v3, vgg16), 1024 (resnet50), 128 (small). The new
+layers train at ``lr * lr_classifier_ratio`` on vgg16/inception_v3 and at
+``lr`` on resnet50/small, as wsolevaluation groups them (see
+:func:`~wsol_lightning.models.methods.acol.heads_at_classifier_lr`).
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ from torch import nn
 from wsol_lightning.errors import WSOLInputError
 from wsol_lightning.models.backbones import (Backbone, InceptionV3Backbone, ResNet50Backbone, SmallBackbone,
                                              VGG16Backbone)
-from wsol_lightning.models.methods.acol import normalize_per_map, strip_cam_layer
+from wsol_lightning.models.methods.acol import heads_at_classifier_lr, normalize_per_map, strip_cam_layer
 from wsol_lightning.models.methods.base import HyperParameter, TrainingBatch, WSOLMethod, mixed_cross_entropy
 
 #: Per backbone: (B1 tap, B2 tap, widths of extra conv layers on the last features,
@@ -179,9 +182,11 @@ class SPG(WSOLMethod):
             handle.remove()
         return captured[self._tap_names[0]], captured[self._tap_names[1]]
 
-    def new_layer_prefixes(self) -> Tuple[str, ...]:  # noqa: D102
+    def new_layer_prefixes(self) -> Tuple[str, ...]:
+        """The backbone's new layers, and SPG's layers on vgg16/inception_v3 (see ``heads_at_classifier_lr``)."""
+        heads = ("trunk.", "class_conv.", "b1.", "b2.", "b_shared.", "c.")
         return tuple(f"backbone.{p}" for p in self.backbone.new_layer_prefixes) + (
-            "trunk.", "class_conv.", "b1.", "b2.", "b_shared.", "c.")
+            heads if heads_at_classifier_lr(self.backbone) else ())
 
     def forward(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """Logits, class maps ``[B, K, h, w]`` and the side branches' one-channel logit maps."""
