@@ -54,7 +54,7 @@ class HideAndSeek(WSOLMethod):
             default=0.25, valid=(0.0, 1.0), search=(0.0, 1.0),
             help="side of a hidden cell as a fraction of the crop side (0 disables hiding)"),
         "has_drop_rate": HyperParameter(
-            default=0.5, valid=(0.0, 1.0), search=(0.25, 0.75),
+            default=0.5, valid=(0.0, 1.0), search=(0.0, 1.0),
             help="probability that a cell is hidden"),
     }
 
