@@ -1,0 +1,60 @@
+"""scripts/fit.py end to end: trains, logs stable metric names, refuses bad input in one line."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT.parent / "shared" / "fixtures" / "wsolevaluation"
+TINY = ["--data.synthetic_num_train", "64", "--data.synthetic_num_val", "32", "--data.synthetic_num_test", "32",
+        "--data.batch_size", "16", "--trainer.enable_progress_bar", "false"]
+
+
+def run_fit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "fit.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_fit_trains_tests_and_writes_the_run_directory(tmp_path):
+    result = run_fit("--bg-grid-size", "0.4", "--trainer.max_epochs", "2", "--data.data_root", str(tmp_path / "data"),
+                     "--run_dir", str(tmp_path / "run"), *TINY, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"run directory: {tmp_path / 'run'}" in result.stdout
+    for name in ("val/top1", "val/MaxBoxAcc", "val/MaxBoxAccV2", "val/top1_loc", "val/PxAP", "val/localization",
+                 "test/MaxBoxAccV2", "test/localization"):
+        assert name in result.stdout, name
+    version = tmp_path / "run" / "lightning_logs" / "version_0"
+    assert (tmp_path / "run" / "cam_grid.png").stat().st_size > 10_000
+    assert (version / "config.yaml").read_text().count("bg_grid_size: 0.4") == 2
+    checkpoints = sorted(p.name for p in (version / "checkpoints").iterdir())
+    assert "last.ckpt" in checkpoints and any(name.startswith("best-epoch") for name in checkpoints)
+    checkpoint = torch.load(version / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["hyper_parameters"]["bg_grid_size"] == 0.4
+    assert checkpoint["hyper_parameters"]["wsol_method"] == "has"
+    assert checkpoint["epoch"] == 1
+
+
+def test_out_of_range_flag_is_refused_in_one_line(tmp_path):
+    result = run_fit("--bg-grid-size", "1.5", "--data.data_root", str(tmp_path / "data"), *TINY, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "error: --model.bg_grid_size=1.5 is out of range [0.0, 1.0]"
+
+
+def test_malformed_cub_metadata_names_file_and_line(tmp_path):
+    metadata = tmp_path / "metadata"
+    shutil.copytree(FIXTURES / "metadata" / "CUB", metadata / "CUB")
+    localization = metadata / "CUB" / "val" / "localization.txt"
+    lines = localization.read_text().splitlines()
+    lines[11] = lines[11].rsplit(",", 1)[0] + ",notanumber"
+    localization.write_text("\n".join(lines) + "\n")
+    (tmp_path / "images" / "CUB").mkdir(parents=True)  # no images needed: metadata is read first
+    result = run_fit("--data.dataset_name", "CUB", "--data.metadata_root", str(metadata),
+                     "--data.data_root", str(tmp_path / "images"), "--trainer.max_epochs", "1", cwd=tmp_path)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "localization.txt:12" in last, last
