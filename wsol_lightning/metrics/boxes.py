@@ -108,7 +108,7 @@ def best_ious_per_threshold(scoremap: np.ndarray, gt_boxes: np.ndarray,
     every = np.empty(len(unique_levels))
     empty_box_iou = None
     for index, level in enumerate(unique_levels):
-        binary = np.where(u8 > level, np.uint8(255), np.uint8(0))
+        binary = cv2.threshold(u8, int(level), 255, cv2.THRESH_BINARY)[1]
         boxes, twice_area = contour_boxes_and_areas(binary)
         if len(boxes) == 0:
             if empty_box_iou is None:
