@@ -176,7 +176,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from wsol_lightning.tuning.objective import TrialObjective
     from wsol_lightning.tuning.space import default_search_space, load_search_space, parse_enqueue
     from wsol_lightning.tuning.study import (attach, budget, create_or_load_study, enqueue_once, is_journal,
-                                             make_pruner, make_sampler, open_storage, redact, worker_seed)
+                                             make_pruner, make_sampler, normalize_url, open_storage, redact,
+                                             worker_seed)
 
     study_dir = Path(options.study_dir or Path("runs") / f"tune-{options.study_name}").resolve()
     storage_url = options.storage or f"sqlite:///{study_dir / 'optuna.db'}"
@@ -188,6 +189,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     dry_build(base_args, space, study_dir, storage_is_rdb=not is_journal(storage_url))
 
     storage = open_storage(storage_url, options.heartbeat_interval, options.grace_period, options.max_retry)
+    storage_url = normalize_url(storage_url)
     study, created = create_or_load_study(storage, options.study_name, options.direction)
     existing = len(study.get_trials(deepcopy=False))
     sampler = make_sampler(options.sampler, worker_seed(options.seed, created, existing), space, options.grid_points)

@@ -45,6 +45,21 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
 
 
+def normalize_url(url: str) -> str:
+    """``postgresql://`` -> ``postgresql+psycopg2://`` when only psycopg2 is installed.
+
+    SQLAlchemy 2.1 maps a bare ``postgresql://`` to the psycopg 3 driver; the
+    project installs ``psycopg2-binary``, so the bare form would fail to import.
+    """
+    import importlib.util
+
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme) and importlib.util.find_spec("psycopg") is None \
+                and importlib.util.find_spec("psycopg2") is not None:
+            return "postgresql+psycopg2://" + url[len(scheme):]
+    return url
+
+
 def is_journal(url: str) -> bool:
     """Whether ``url`` names a journal file rather than an SQLAlchemy URL."""
     return url.startswith("journal:") or ("://" not in url and url.endswith((".log", ".journal")))
@@ -80,6 +95,7 @@ def open_storage(url: str, heartbeat_interval: Optional[int] = HEARTBEAT_INTERVA
         if "://" not in url:
             raise ValueError("not an SQLAlchemy URL (e.g. sqlite:///study.db, postgresql://user:pw@host/db) "
                              "nor a journal file (*.log, *.journal)")
+        url = normalize_url(url)
         if url.startswith("sqlite:///"):
             Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs: Dict[str, Any] = {}
@@ -101,15 +117,12 @@ def open_storage(url: str, heartbeat_interval: Optional[int] = HEARTBEAT_INTERVA
         raise
     except Exception as error:  # noqa: BLE001 - any driver/URL error becomes one line
         text = " ".join(str(error).split())
+        if error.__cause__ is not None:
+            text += f" ({type(error.__cause__).__name__}: {' '.join(str(error.__cause__).split())})"
         text = re.sub(r"\(Background on this error at: [^)]*\)", "", text).strip()
         reason = redact(text)[:300] or type(error).__name__
         raise WSOLInputError(f"--storage {shown}: cannot open the storage ({type(error).__name__}: {reason})") \
             from None
-
-
-def storage_url_of(storage) -> str:
-    """The URL a DDP rank reopens (RDB only; journal storages are refused for DDP)."""
-    return storage.url
 
 
 def worker_seed(seed: Optional[int], study_created: bool, existing_trials: int) -> Optional[int]:
