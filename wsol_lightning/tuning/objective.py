@@ -94,6 +94,7 @@ def run_trial(trial: optuna.Trial, args: Sequence[str], storage_url: Optional[st
     pruning = PyTorchLightningPruningCallback(trial, monitor=MONITOR)
     run = build_run(args, callbacks=[pruning])
     handoff = ddp.make_handoff(storage_url or "", study_name, trial._trial_id, list(args), test)
+    ddp.log_rank(0, trial._trial_id, list(args))
     try:
         with ddp.plain_ddp_trial(run.trainer, handoff):
             metrics = fit_and_test(run, test=test, figure=figure)

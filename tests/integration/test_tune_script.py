@@ -1,0 +1,84 @@
+"""scripts/tune.py end to end on tiny data: records, enqueue, divergence, reproduction, resume, refusals."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tune_support import ROOT, load, run_tune
+
+SPACE = """
+parameters:
+  bg_grid_size: {type: float, low: 0.0, high: 1.0}
+  lr: {type: float, low: 0.005, high: 0.1, log: true}
+"""
+
+
+@pytest.mark.slow
+def test_study_records_reproduces_and_resumes(tmp_path):
+    data, study_dir = tmp_path / "data", tmp_path / "study"
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    storage = f"sqlite:///{study_dir}/optuna.db"
+    result = run_tune("--study-dir", str(study_dir), "--n-trials", "3", "--search-space", str(space),
+                      "--enqueue", "bg_grid_size=0.4,lr=0.02", "--enqueue", "bg_grid_size=0", cwd=tmp_path, data_root=data)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert re.search(r"trial +0 +COMPLETE value +\d+\.\d\d +epochs 2 +bg_grid_size=0.4 lr=0.02", out), out
+    assert re.search(r"trial +1 +COMPLETE .*bg_grid_size=0 lr=", out), out
+    assert "Number of finished trials: 3" in out and "Best trial:" in out and "best bg_grid_size:" in out
+    for name in ("optimization_history", "intermediate_values", "param_importances", "slice_bg_grid_size"):
+        assert (study_dir / "plots" / f"{name}.png").stat().st_size > 5000, name
+        assert (study_dir / "plots" / f"{name}.html").is_file(), name
+
+    study = load(storage, "wsol-tune")
+    first = study.trials[0]
+    assert first.params == {"bg_grid_size": 0.4, "lr": 0.02}
+    assert sorted(first.intermediate_values) == [0, 1]
+    assert first.value == pytest.approx(first.user_attrs["val/localization"], abs=1e-3)
+    assert first.value == pytest.approx(first.intermediate_values[1], abs=1e-4)
+    assert first.user_attrs["epochs"] == 2 and {"val/top1", "val/MaxBoxAccV2", "val/PxAP"} <= set(first.user_attrs)
+    assert first.user_attrs["checkpoint"].endswith("last.ckpt")
+    assert (study_dir / "trial-0000").is_dir() and (study_dir / "trial-0000" / first.user_attrs["checkpoint"]).exists()
+
+    # fit.py --config <a trial's config> reproduces that trial.
+    repro = subprocess.run([sys.executable, str(ROOT / "scripts" / "fit.py"), "--config", first.user_attrs["config"],
+                            "--run_dir", str(tmp_path / "repro")], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=300)
+    assert repro.returncode == 0, repro.stderr[-3000:]
+    assert re.search(rf"val/localization +{first.value:.2f}\b", repro.stdout), (first.value, repro.stdout)
+
+    # The same command with a larger --n-trials resumes the study; the enqueued values are not run again.
+    again = run_tune("--study-dir", str(study_dir), "--n-trials", "4", "--search-space", str(space), "--no-plots",
+                     "--enqueue", "bg_grid_size=0.4,lr=0.02", "--enqueue", "bg_grid_size=0", cwd=tmp_path, data_root=data)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resumed, 3 trials" in again.stdout and re.search(r"trial +3 ", again.stdout)
+    assert len(load(storage, "wsol-tune").trials) == 4
+    done = run_tune("--study-dir", str(study_dir), "--n-trials", "4", "--search-space", str(space), "--no-plots",
+                    cwd=tmp_path, data_root=data)
+    assert done.returncode == 0 and not re.search(r"^trial +\d", done.stdout, re.M)
+    assert len(load(storage, "wsol-tune").trials) == 4
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--storage", "postgresql://u:pw@127.0.0.1:1/none"], "error: --storage postgresql://u:***@127.0.0.1:1/none: "
+                                                          "cannot open the storage"),
+    (["--trainer.val_check_interval", "0.5"], "error: --trainer.val_check_interval=0.5: tune.py reports"),
+    (["--enqueue", "bg_grid_size=2"], "error: --enqueue bg_grid_size=2: bg_grid_size=2.0 is outside the search range"),
+    (["--n-trials", "0"], "error: --n-trials=0 must be >= 1"),
+])
+def test_refusals_are_one_line_before_any_training(tmp_path, args, message):
+    result = run_tune("--study-dir", str(tmp_path / "s"), *args, cwd=tmp_path, data_root=tmp_path / "data")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr[-500:]
+    assert "trial " not in result.stdout and not (tmp_path / "s" / "trial-0000").exists()
+
+
+def test_bad_search_space_is_refused(tmp_path):
+    space = tmp_path / "s.yaml"
+    space.write_text("parameters:\n  nonsense: {type: float, low: 0, high: 1}\n")
+    result = run_tune("--search-space", str(space), "--study-dir", str(tmp_path / "s"), cwd=tmp_path,
+                      data_root=tmp_path / "data")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {space}: nonsense: unknown parameter")
