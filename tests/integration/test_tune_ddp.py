@@ -1,0 +1,78 @@
+"""DDP trials on CPU with 2 processes (gloo): one trial, the same values on every rank, one report per epoch.
+
+Plain ``ddp`` re-launches tune.py on rank 1 (optuna#4835, optuna-integration#59): the re-launched
+process must join rank 0's trial instead of starting its own study loop.
+"""
+
+import json
+
+import pytest
+from optuna.trial import TrialState
+
+from tune_support import load, run_tune
+
+pytestmark = pytest.mark.slow
+DDP = ["--trainer.devices", "2", "--trainer.accelerator", "cpu", "--n-trials", "2", "--no-plots"]
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])
+def test_ddp_trials(tmp_path, strategy):
+    rank_log = tmp_path / "ranks.jsonl"
+    study_dir = tmp_path / "study"
+    result = run_tune("--trainer.strategy", strategy, *DDP, "--study-dir", str(study_dir), cwd=tmp_path,
+                      data_root=tmp_path / "data", env={"WSOL_TUNE_RANK_LOG": str(rank_log), "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-4000:]
+    study = load(f"sqlite:///{study_dir}/optuna.db", "wsol-tune")
+    assert len(study.trials) == 2  # no study loop on rank 1
+    assert study.trials[0].params != study.trials[1].params
+    for trial in study.trials:
+        assert trial.state == TrialState.COMPLETE, trial.user_attrs
+        assert sorted(trial.intermediate_values) == [0, 1]  # one report per epoch
+        assert sorted(trial.system_attrs["ddp_pl:intermediate_value"]) == ["0", "1"]
+        assert trial.value == pytest.approx(trial.intermediate_values[1], abs=1e-4)
+    ranks = [json.loads(line) for line in rank_log.read_text().splitlines()]
+    by_trial = {}
+    for entry in ranks:
+        by_trial.setdefault(entry["trial_id"], []).append(entry)
+    assert len(by_trial) == 2
+    expected_ranks = [0, 1] if strategy == "ddp" else [0]  # ddp_spawn pickles the trial into its workers
+    for entries in by_trial.values():
+        assert sorted(e["rank"] for e in entries) == expected_ranks
+        assert all(e["args"] == entries[0]["args"] for e in entries)  # the same values on every rank
+
+
+#: Loaded by every process of the test (PYTHONPATH), re-launched ranks included: two sentinel learning
+#: rates make training fail at epoch 1, on every rank (divergence) or on rank 1 only (out of memory).
+FAILING = """
+from wsol_lightning.module import NonFiniteLossError, WSOLModule
+
+_original = WSOLModule.training_step
+
+
+def _failing(self, batch, batch_idx):
+    if self.current_epoch == 1 and abs(self.hparams.lr - 0.0123) < 1e-9:
+        raise NonFiniteLossError("training loss is nan at epoch 1 (diverged): lower --model.lr")
+    if self.current_epoch == 1 and abs(self.hparams.lr - 0.0124) < 1e-9 and self.global_rank == 1:
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    return _original(self, batch, batch_idx)
+
+
+WSOLModule.training_step = _failing
+"""
+
+
+def test_plain_ddp_failures_prune_or_fail_the_trial_not_the_worker(tmp_path):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(FAILING)
+    study_dir = tmp_path / "study"
+    result = run_tune("--trainer.strategy", "ddp", *DDP[:-3], "--n-trials", "3", "--no-plots",
+                      "--study-dir", str(study_dir), "--enqueue", "lr=0.0123", "--enqueue", "lr=0.0124",
+                      cwd=tmp_path, data_root=tmp_path / "data",
+                      env={"OMP_NUM_THREADS": "1", "PYTHONPATH": str(hook)})
+    assert result.returncode == 0, result.stderr[-4000:]
+    study = load(f"sqlite:///{study_dir}/optuna.db", "wsol-tune")
+    diverged, oom, fine = study.trials
+    assert diverged.state == TrialState.PRUNED and "NonFiniteLossError" in diverged.user_attrs["reason"]
+    assert oom.state == TrialState.FAIL and "rank 1: RuntimeError: CUDA out of memory" in oom.user_attrs["error"]
+    assert fine.state == TrialState.COMPLETE and sorted(fine.intermediate_values) == [0, 1]

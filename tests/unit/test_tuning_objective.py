@@ -1,0 +1,82 @@
+"""A trial in-process on tiny data: per-epoch reports, pruning, divergence, failures, memory across trials."""
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from wsol_lightning.module import NonFiniteLossError, WSOLModule
+from wsol_lightning.tuning.objective import TrialObjective
+from wsol_lightning.tuning.space import default_search_space
+
+pytestmark = pytest.mark.slow
+
+
+def objective(tmp_path, *extra):
+    base = ["--data.synthetic_num_train", "32", "--data.synthetic_num_val", "16", "--data.synthetic_num_test", "16",
+            "--data.batch_size", "16", "--data.data_root", str(tmp_path / "data"), "--trainer.max_epochs", "3",
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", *extra]
+    return TrialObjective(base, default_search_space(), tmp_path / "study", None, "s", n_trials=10)
+
+
+def test_reports_every_epoch_and_pruner_stops_the_trial(tmp_path):
+    # ThresholdPruner(lower=101): no localization score reaches it, so the first report after warm-up prunes.
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=101,
+                                                                                           n_warmup_steps=1))
+    study.enqueue_trial({"bg_grid_size": 0.25, "lr": 0.02})
+    study.optimize(objective(tmp_path), n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == TrialState.PRUNED
+    assert sorted(trial.intermediate_values) == [0, 1]  # epoch 0 (warm-up) and epoch 1, where it was pruned
+    assert trial.user_attrs["pruned_epoch"] == 1 and trial.user_attrs["epochs"] == 2
+    assert "pruned at epoch 1" in trial.user_attrs["reason"]
+    assert "val/localization" in trial.user_attrs and trial.user_attrs["checkpoint"].endswith("last.ckpt")
+
+    nop = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+    nop.optimize(objective(tmp_path), n_trials=1)
+    done = nop.trials[0]
+    assert done.state == TrialState.COMPLETE and sorted(done.intermediate_values) == [0, 1, 2]
+    assert done.value == pytest.approx(done.intermediate_values[2], abs=1e-4)  # the final epoch's value
+
+
+def test_divergence_prunes_and_other_errors_fail_while_the_study_goes_on(tmp_path, monkeypatch):
+    original = WSOLModule.training_step
+
+    def diverging(self, batch, batch_idx):
+        if self.current_epoch == 1:
+            raise NonFiniteLossError("training loss is nan at epoch 1, step 2 (diverged): lower --model.lr")
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(WSOLModule, "training_step", diverging)
+    study = optuna.create_study(direction="maximize")
+    study.optimize(objective(tmp_path), n_trials=1, catch=(Exception,))
+    diverged = study.trials[0]
+    assert diverged.state == TrialState.PRUNED
+    assert diverged.user_attrs["reason"].startswith("diverged: NonFiniteLossError: training loss is nan")
+    assert diverged.user_attrs["epochs"] == 1 and sorted(diverged.intermediate_values) == [0]
+    monkeypatch.setattr(WSOLModule, "training_step", original)
+
+    def out_of_memory(self, batch, batch_idx):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(WSOLModule, "training_step", out_of_memory)
+    study.optimize(objective(tmp_path), n_trials=1, catch=(Exception,))
+    monkeypatch.setattr(WSOLModule, "training_step", original)
+    study.optimize(objective(tmp_path), n_trials=1, catch=(Exception,))
+    failed, after = study.trials[1], study.trials[2]
+    assert failed.state == TrialState.FAIL and "CUDA out of memory" in failed.user_attrs["error"]
+    assert after.state == TrialState.COMPLETE
+
+
+def test_memory_does_not_grow_across_trials(tmp_path):
+    import gc
+
+    import torch
+
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+    trial_objective = objective(tmp_path, "--trainer.max_epochs", "1")
+    study.optimize(trial_objective, n_trials=1)
+    gc.collect()
+    baseline = sum(1 for o in gc.get_objects() if isinstance(o, torch.nn.Module))
+    study.optimize(trial_objective, n_trials=3)
+    gc.collect()
+    assert sum(1 for o in gc.get_objects() if isinstance(o, torch.nn.Module)) <= baseline
