@@ -1,8 +1,12 @@
 """A straightforward, slow transcription of wsolevaluation's published evaluation, for parity tests.
 
-One ``cv2.threshold`` + ``cv2.findContours`` per map and threshold, one
-``cv2.boundingRect`` and ``cv2.contourArea`` per contour, Python loops: obviously
-the published algorithm, and nothing shared with the package's kernel.
+One ``cv2.threshold`` + ``cv2.findContours(RETR_TREE, CHAIN_APPROX_SIMPLE)`` per
+map and threshold, one ``cv2.boundingRect`` per contour and ``max(contours,
+key=cv2.contourArea)`` for the largest, Python loops over maps and thresholds:
+obviously the published algorithm (Choe et al., CVPR 2020), and nothing shared
+with the package's kernel. The only liberty: V1 (largest contour) and V2 (every
+contour) are read from the same contour search, since the reference computes
+both from the same ``RETR_TREE`` output.
 """
 
 import cv2
@@ -10,45 +14,82 @@ import numpy as np
 
 
 def boxes_at_threshold(scoremap, threshold, multi_contour_eval):
+    """The reference's boxes of one map at one CAM threshold."""
+    every, largest = contour_boxes(scoremap, threshold)
+    return every if multi_contour_eval else largest
+
+
+def contour_boxes(scoremap, threshold):
+    """``(every contour's box, [the largest contour's box])``; ``[[0, 0, 0, 0]]`` for both without contours."""
     height, width = scoremap.shape
     image = np.expand_dims((scoremap * 255).astype(np.uint8), 2)
     _, binary = cv2.threshold(src=image, thresh=int(threshold * np.max(image)), maxval=255, type=cv2.THRESH_BINARY)
     contours = cv2.findContours(image=binary, mode=cv2.RETR_TREE, method=cv2.CHAIN_APPROX_SIMPLE)[0]
     if len(contours) == 0:
-        return [[0, 0, 0, 0]]
-    if not multi_contour_eval:
-        contours = [max(contours, key=cv2.contourArea)]
-    boxes = []
-    for contour in contours:
+        return [[0, 0, 0, 0]], [[0, 0, 0, 0]]
+
+    def box(contour):
         x, y, w, h = cv2.boundingRect(contour)
-        boxes.append([x, y, min(x + w, width - 1), min(y + h, height - 1)])
-    return boxes
+        return [x, y, min(x + w, width - 1), min(y + h, height - 1)]
+
+    return [box(c) for c in contours], [box(max(contours, key=cv2.contourArea))]
 
 
 def iou(a, b):
+    """Inclusive IoU of two boxes; a non-positive union gives 0 (as calculate_multiple_iou)."""
     inter_w = max(0, min(a[2], b[2]) - max(a[0], b[0]) + 1)
     inter_h = max(0, min(a[3], b[3]) - max(a[1], b[1]) + 1)
     inter = inter_w * inter_h
     area_a = (a[2] - a[0] + 1) * (a[3] - a[1] + 1)
     area_b = (b[2] - b[0] + 1) * (b[3] - b[1] + 1)
-    return inter / (area_a + area_b - inter)
+    union = area_a + area_b - inter
+    return inter / union if union > 0 else 0.0
+
+
+def best_iou(boxes, gt_boxes):
+    """Best IoU over a threshold's boxes and the GT boxes (numpy for the many boxes of noisy maps)."""
+    a = np.asarray(boxes, dtype=np.int64)[:, None, :]
+    b = np.asarray(gt_boxes, dtype=np.int64)[None, :, :]
+    inter = (np.maximum(0, np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1)
+             * np.maximum(0, np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + 1))
+    union = (a[..., 2] - a[..., 0] + 1) * (a[..., 3] - a[..., 1] + 1) \
+        + (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1) - inter
+    ious = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+    return float(ious.max())
+
+
+def best_ious(scoremap, gt_boxes, thresholds):
+    """Per threshold, the best IoU of V1 (largest contour) and of V2 (every contour): two lists."""
+    v1, v2 = [], []
+    for threshold in thresholds:
+        every, largest = contour_boxes(scoremap, threshold)
+        v1.append(best_iou(largest, gt_boxes))
+        v2.append(best_iou(every, gt_boxes))
+    return v1, v2
+
+
+def max_box_acc_both(scoremaps, gt_boxes_list, interval, iou_thresholds):
+    """``(V1, V2)``: per IoU threshold, the best-threshold accuracy (%), as BoxEvaluator.compute."""
+    thresholds = list(np.arange(0, 1, interval))
+    correct = {mode: {k: np.zeros(len(thresholds)) for k in iou_thresholds} for mode in ("v1", "v2")}
+    for scoremap, gt_boxes in zip(scoremaps, gt_boxes_list):
+        for mode, ious in zip(("v1", "v2"), best_ious(scoremap, gt_boxes, thresholds)):
+            for index, value in enumerate(ious):
+                for k in iou_thresholds:
+                    if value >= k / 100:
+                        correct[mode][k][index] += 1
+    return tuple([float((correct[mode][k] * 100. / float(len(scoremaps))).max()) for k in iou_thresholds]
+                 for mode in ("v1", "v2"))
 
 
 def max_box_acc(scoremaps, gt_boxes_list, interval, multi_contour_eval, iou_thresholds):
-    """Per IoU threshold, the best-threshold accuracy (%), as BoxEvaluator.compute."""
-    thresholds = np.arange(0, 1, interval)
-    correct = {k: np.zeros(len(thresholds)) for k in iou_thresholds}
-    for scoremap, gt_boxes in zip(scoremaps, gt_boxes_list):
-        for index, threshold in enumerate(thresholds):
-            best = max(iou(box, gt) for box in boxes_at_threshold(scoremap, threshold, multi_contour_eval)
-                       for gt in gt_boxes)
-            for k in iou_thresholds:
-                if best >= k / 100:
-                    correct[k][index] += 1
-    return [float((correct[k] * 100 / len(scoremaps)).max()) for k in iou_thresholds]
+    """Per IoU threshold, the best-threshold accuracy (%), V2 if ``multi_contour_eval`` else V1."""
+    v1, v2 = max_box_acc_both(scoremaps, gt_boxes_list, interval, iou_thresholds)
+    return v2 if multi_contour_eval else v1
 
 
 def pxap(scoremaps, masks, interval):
+    """MaskEvaluator: histograms over thresholds + [1, 2, 3], precision-recall AUC (%)."""
     thresholds = np.arange(0, 1, interval)
     edges = np.append(thresholds, [1.0, 2.0, 3.0])
     true_hist = np.zeros(len(edges) - 1)
@@ -66,28 +107,48 @@ def pxap(scoremaps, masks, interval):
     return float((precision[1:] * np.diff(recall))[nonzero[1:]].sum() * 100)
 
 
-def random_scoremaps(count, seed, size=224):
-    """Multimodal, ring-shaped, noisy and flat maps, float32 and float64, with random GT boxes."""
+KINDS = ("multimodal", "ring", "plateaus", "noisy", "flat")
+
+
+def random_scoremaps(count, seed, size=224, kinds=KINDS):
+    """Score maps of the given kinds in turn, float32 and float64 alternately, with 1-3 random GT boxes each.
+
+    * multimodal: 1-4 Gaussian bumps of random heights (CAM-like);
+    * ring: ring-shaped bumps, so thresholded regions have holes (and islands in them);
+    * plateaus: identical flat squares and rings at a few values (equal contour
+      areas: V1's first-in-OpenCV-order tie-break decides);
+    * noisy: blurred uniform noise (an early epoch: hundreds to thousands of contours);
+    * flat: all zeros or a constant (no contour / one full-map contour).
+    """
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     maps, boxes = [], []
     for index in range(count):
-        kind = index % 5
-        if kind == 4 and index % 10 == 4:
-            scoremap = np.zeros((size, size))
-        elif kind == 3:  # noisy early-epoch map
+        kind = kinds[index % len(kinds)]
+        scoremap = np.zeros((size, size))
+        if kind == "flat":
+            scoremap[:] = 0.0 if index % 2 else rng.uniform(0.1, 1.0)
+        elif kind == "noisy":
             scoremap = cv2.GaussianBlur(rng.random((size, size)), (0, 0), rng.uniform(0.5, 2.0))
+        elif kind == "plateaus":
+            side = int(rng.integers(3, 30))
+            value = rng.choice([0.4, 0.7, 1.0])
+            for _ in range(rng.integers(2, 6)):
+                x, y = rng.integers(0, size - side, 2)
+                scoremap[y:y + side, x:x + side] = np.maximum(scoremap[y:y + side, x:x + side], value)
+                if side > 6 and rng.random() < 0.5:
+                    scoremap[y + 2:y + side - 2, x + 2:x + side - 2] = 0.2  # a hole
         else:
-            scoremap = np.zeros((size, size))
             for _ in range(rng.integers(1, 5)):
                 cx, cy = rng.uniform(0, size, 2)
                 sigma = rng.uniform(5, 50)
-                bump = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma ** 2))
-                if kind == 2:  # ring: thresholded regions have holes
+                if kind == "ring":
                     radius = rng.uniform(10, 60)
                     bump = np.exp(-((np.hypot(xx - cx, yy - cy) - radius) ** 2) / (2 * (sigma / 4) ** 2))
+                else:
+                    bump = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma ** 2))
                 scoremap += rng.uniform(0.3, 1.0) * bump
-        if scoremap.max() > scoremap.min():
+        if scoremap.max() > scoremap.min() and kind != "plateaus":
             scoremap = (scoremap - scoremap.min()) / (scoremap.max() - scoremap.min())
         maps.append(scoremap.astype(np.float32 if index % 2 else np.float64))
         gt = []

@@ -1,104 +1,164 @@
-"""The box kernel and BoxLocalization equal a straightforward transcription of wsolevaluation."""
+"""The box kernel equals a straightforward transcription of wsolevaluation, map by map and threshold by threshold.
 
+The reference (``tests/reference_wsol_metrics.py``) runs one ``cv2.findContours``
+per map and threshold; the kernel derives V2 from connected components and V1
+from one ``RETR_EXTERNAL`` search per distinct level. Hundreds of random maps
+(multimodal, ring-shaped with holes, plateaus with tied contour areas, noisy
+with thousands of contours, flat; float32 and float64; 1-3 GT boxes) at
+intervals 0.01 and 0.001, and every 4x4 binary image.
+"""
+
+import itertools
+
+import cv2
 import numpy as np
 import pytest
-import torch
 
-from tests.reference_wsol_metrics import max_box_acc, random_scoremaps
-from wsol_lightning.metrics.boxes import best_ious_per_threshold, contour_boxes_and_areas
-from wsol_lightning.metrics.localization import BoxLocalization
+from tests.reference_wsol_metrics import (best_iou, best_ious, contour_boxes, max_box_acc_both,
+                                          random_scoremaps)
+from wsol_lightning.metrics import boxes as kernel
+from wsol_lightning.metrics.boxes import BoxCounts, best_ious_per_threshold, contour_boxes_and_areas
 
 
-def _kernel_max_box_acc(maps, boxes, interval, iou_thresholds):
+def _assert_map_parity(maps, gts, interval):
     thresholds = np.arange(0, 1, interval)
-    largest_hits = {k: np.zeros(len(thresholds)) for k in iou_thresholds}
-    all_hits = {k: np.zeros(len(thresholds)) for k in iou_thresholds}
-    for scoremap, gt in zip(maps, boxes):
-        largest, every = best_ious_per_threshold(scoremap, gt, thresholds)
-        for k in iou_thresholds:
-            largest_hits[k] += largest >= k / 100
-            all_hits[k] += every >= k / 100
-    as_acc = lambda hits: [float((hits[k] * 100 / len(maps)).max()) for k in iou_thresholds]  # noqa: E731
-    return as_acc(largest_hits), as_acc(all_hits)
+    for index, (scoremap, gt) in enumerate(zip(maps, gts)):
+        v1, v2 = best_ious_per_threshold(scoremap, gt, thresholds)
+        ref_v1, ref_v2 = best_ious(scoremap, gt, thresholds)
+        bad_v1 = np.flatnonzero(np.abs(v1 - ref_v1) > 1e-12)
+        bad_v2 = np.flatnonzero(np.abs(v2 - ref_v2) > 1e-12)
+        assert len(bad_v1) == 0, f"V1 map {index} ({scoremap.dtype}) thresholds {thresholds[bad_v1][:5]}"
+        assert len(bad_v2) == 0, f"V2 map {index} ({scoremap.dtype}) thresholds {thresholds[bad_v2][:5]}"
 
 
-@pytest.mark.parametrize("seed,count,interval", [(0, 150, 0.01), (1, 150, 0.01), (2, 60, 0.001)])
-def test_max_box_acc_v1_and_v2_equal_the_reference(seed, count, interval):
-    maps, boxes = random_scoremaps(count, seed)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_best_iou_at_every_threshold_equals_the_reference_at_0_01(seed):
+    maps, gts = random_scoremaps(100, seed)  # 200 maps over the two seeds
+    _assert_map_parity(maps, gts, 0.01)
+
+
+def test_best_iou_at_every_threshold_equals_the_reference_at_0_001():
+    maps, gts = random_scoremaps(24, 10, kinds=("multimodal", "ring", "plateaus", "flat"))
+    noisy, noisy_gts = random_scoremaps(2, 11, kinds=("noisy",))
+    _assert_map_parity(maps + noisy, gts + noisy_gts, 0.001)
+
+
+@pytest.mark.parametrize("interval", [0.01, 0.001])
+def test_max_box_acc_v1_and_v2_equal_the_reference(interval):
+    kinds = ("multimodal", "ring", "plateaus", "noisy", "flat") if interval == 0.01 else ("multimodal", "ring")
+    maps, gts = random_scoremaps(60 if interval == 0.01 else 16, 20, kinds=kinds)
     ious = [30, 50, 70]
-    v1, v2 = _kernel_max_box_acc(maps, boxes, interval, ious)
-    assert v1 == pytest.approx(max_box_acc(maps, boxes, interval, False, ious), abs=1e-6)
-    assert v2 == pytest.approx(max_box_acc(maps, boxes, interval, True, ious), abs=1e-6)
+    ref_v1, ref_v2 = max_box_acc_both(maps, gts, interval, ious)
+    counts = BoxCounts(np.arange(0, 1, interval), ious)
+    halves = [BoxCounts(np.arange(0, 1, interval), ious) for _ in range(2)]
+    for index, (scoremap, gt) in enumerate(zip(maps, gts)):
+        counts.add(scoremap, gt)
+        halves[index % 2].add(scoremap, gt)
+    merged = halves[0].merge(halves[1])
+    for result in (counts, merged):
+        assert result.count == len(maps)
+        assert result.max_box_acc(False) == pytest.approx(ref_v1, abs=1e-6)
+        assert result.max_box_acc(True) == pytest.approx(ref_v2, abs=1e-6)
 
 
-def test_per_map_per_threshold_values_equal_the_reference():
-    """Finer than accuracies: every (map, threshold) best IoU, including ring maps with holes."""
-    import cv2
+def _mask_boxes_reference(binary):
+    """Every RETR_TREE contour's box of a binary image, as the reference computes them."""
+    scoremap = (binary > 0).astype(np.float64)
+    every, _ = contour_boxes(scoremap, 0.0)
+    return every
 
-    from tests.reference_wsol_metrics import boxes_at_threshold, iou
 
-    maps, boxes = random_scoremaps(40, 7)
-    thresholds = np.arange(0, 1, 0.05)
-    for scoremap, gt in zip(maps, boxes):
-        largest, every = best_ious_per_threshold(scoremap, gt, thresholds)
-        for index, t in enumerate(thresholds):
-            ref_v1 = max(iou(b, g) for b in boxes_at_threshold(scoremap, t, False) for g in gt)
-            ref_v2 = max(iou(b, g) for b in boxes_at_threshold(scoremap, t, True) for g in gt)
-            assert largest[index] == pytest.approx(ref_v1, abs=1e-12)
-            assert every[index] == pytest.approx(ref_v2, abs=1e-12)
+def test_every_4x4_binary_image():
+    """V2 from components equals RETR_TREE contours on all 65 536 binary 4x4 images (holes, diagonals, borders)."""
+    gt = np.array([[1, 1, 2, 2], [0, 0, 1, 3], [3, 2, 3, 3]])
+    for bits in itertools.product((0, 255), repeat=16):
+        u8 = np.array(bits, dtype=np.uint8).reshape(4, 4)
+        got = kernel.all_contour_ious(u8, gt, np.array([0]))[0]
+        assert got == best_iou(_mask_boxes_reference(u8), gt), u8
+
+
+def test_small_multilevel_images_every_level():
+    """Random small images with few values: every level, tiny GT boxes (sensitive to each contour box)."""
+    rng = np.random.default_rng(5)
+    for _ in range(400):
+        height, width = rng.integers(2, 14, 2)
+        u8 = (rng.integers(0, 5, (height, width)) * 60).astype(np.uint8)
+        gt = np.stack([rng.integers(0, width, 2), rng.integers(0, height, 2)], 1)  # (x, y) of two corners
+        gt = np.array([[min(gt[0]), min(gt[1]), max(gt[0]), max(gt[1])]])
+        levels = np.arange(0, 256)
+        got = kernel.all_contour_ious(u8, gt, levels)
+        for level in (0, 59, 60, 119, 120, 179, 180, 239, 240, 255):
+            binary = cv2.threshold(u8, level, 255, cv2.THRESH_BINARY)[1]
+            contours = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
+            boxes = [[x, y, min(x + w, width - 1), min(y + h, height - 1)]
+                     for x, y, w, h in (cv2.boundingRect(c) for c in contours)] or [[0, 0, 0, 0]]
+            assert got[level] == best_iou(boxes, gt), (u8, level, gt)
+
+
+def test_opencv_fallback_equals_component_sweeps():
+    maps, gts = random_scoremaps(25, 30)
+    for scoremap, gt in zip(maps, gts):
+        u8, levels = kernel.scoremap_levels(scoremap, np.arange(0, 1, 0.01))
+        levels = np.unique(levels)
+        assert np.array_equal(kernel.all_contour_ious(u8, gt, levels),
+                              kernel.all_contour_ious_opencv(u8, gt, levels))
 
 
 def test_contour_areas_and_boxes_match_opencv_on_masks_with_holes():
-    import cv2
-
     rng = np.random.default_rng(3)
     for _ in range(30):
         binary = (rng.random((60, 60)) > 0.55).astype(np.uint8) * 255
         binary[20:40, 20:40] = 255
         binary[25:35, 25:35] = 0  # a hole
-        boxes, twice_area = contour_boxes_and_areas(binary)
-        contours = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
-        assert len(boxes) == len(contours)
-        for box, doubled, contour in zip(boxes, twice_area, contours):
-            x, y, w, h = cv2.boundingRect(contour)
-            assert list(box) == [x, y, min(x + w, 59), min(y + h, 59)]
-            assert doubled / 2 == cv2.contourArea(contour)
+        for mode in (cv2.RETR_TREE, cv2.RETR_EXTERNAL):
+            boxes, twice_area = contour_boxes_and_areas(binary, mode)
+            contours = cv2.findContours(binary, mode, cv2.CHAIN_APPROX_SIMPLE)[0]
+            assert len(boxes) == len(contours)
+            for box, doubled, contour in zip(boxes, twice_area, contours):
+                x, y, w, h = cv2.boundingRect(contour)
+                assert list(box) == [x, y, min(x + w, 59), min(y + h, 59)]
+                assert doubled / 2 == cv2.contourArea(contour)
 
 
-def test_flat_map_gives_the_zero_box():
+def test_flat_maps():
     gt = np.array([[0, 0, 0, 0], [10, 10, 50, 50]])
-    largest, every = best_ious_per_threshold(np.zeros((224, 224)), gt, np.arange(0, 1, 0.1))
-    assert np.all(largest == 1.0) and np.all(every == 1.0)  # the [0,0,0,0] box matches the first GT exactly
+    thresholds = np.arange(0, 1, 0.1)
+    largest, every = best_ious_per_threshold(np.zeros((224, 224), np.float32), gt, thresholds)
+    assert np.all(largest == 1.0) and np.all(every == 1.0)  # no contour: the box [0,0,0,0] matches GT 1
+    largest, every = best_ious_per_threshold(np.full((224, 224), 0.5), np.array([[0, 0, 223, 223]]), thresholds)
+    assert np.all(largest == 1.0) and np.all(every == 1.0)  # one contour: the whole map
 
 
-def test_torchmetric_equals_reference_and_splits_sum():
-    maps, boxes = random_scoremaps(60, 11)
-    ious = [30, 50, 70]
-    ref_v1 = max_box_acc(maps, boxes, 0.01, False, [50])[0]
-    ref_v2 = float(np.mean(max_box_acc(maps, boxes, 0.01, True, ious)))
-    metric = BoxLocalization(cam_curve_interval=0.01)
-    k = max(len(b) for b in boxes)
-    padded = torch.full((len(boxes), k, 4), -1, dtype=torch.int64)
-    for i, b in enumerate(boxes):
-        padded[i, : len(b)] = torch.from_numpy(b)
-    tensor_maps = torch.from_numpy(np.stack([m.astype(np.float32) for m in maps]))
-    for start in range(0, 60, 16):  # batches
-        metric.update(tensor_maps[start:start + 16], padded[start:start + 16], torch.ones(16, dtype=torch.bool)[: len(tensor_maps[start:start + 16])])
-    result = metric.compute()
-    assert float(result["MaxBoxAcc"]) == pytest.approx(ref_v1, abs=1e-4)
-    assert float(result["MaxBoxAccV2"]) == pytest.approx(ref_v2, abs=1e-4)
-    # all classified correctly -> top1_loc equals MaxBoxAcc
-    assert float(result["top1_loc"]) == pytest.approx(ref_v1, abs=1e-4)
-    metric.reset()
-    assert float(metric.count) == 0 and float(metric.correct_all.sum()) == 0
+def test_v1_tie_goes_to_opencv_first_contour():
+    """Two equal squares: V1 takes the first contour in OpenCV's order (the lower one), not the GT's."""
+    scoremap = np.zeros((224, 224))
+    scoremap[10:30, 10:30] = 1.0
+    scoremap[150:170, 150:170] = 1.0
+    thresholds = np.array([0.5])
+    for gt in (np.array([[10, 10, 30, 30]]), np.array([[150, 150, 170, 170]])):
+        v1, v2 = best_ious_per_threshold(scoremap, gt, thresholds)
+        ref_v1, ref_v2 = best_ious(scoremap, gt, thresholds)
+        assert v1[0] == ref_v1[0] and v2[0] == ref_v2[0] == 1.0
+    assert {best_ious(scoremap, g, thresholds)[0][0] for g in ([[10, 10, 30, 30]], [[150, 150, 170, 170]])} \
+        == {1.0, 0.0}  # the tie is decided by order, so one of the two GTs loses
 
 
-def test_top1_loc_needs_the_right_class():
-    maps, boxes = random_scoremaps(20, 5)
-    metric = BoxLocalization()
-    padded = torch.full((20, 3, 4), -1, dtype=torch.int64)
-    for i, b in enumerate(boxes):
-        padded[i, : len(b)] = torch.from_numpy(b)
-    metric.update(torch.from_numpy(np.stack([m.astype(np.float32) for m in maps])), padded,
-                  torch.zeros(20, dtype=torch.bool))
-    assert float(metric.compute()["top1_loc"]) == 0.0
+def test_degenerate_union_counts_as_zero():
+    boxes = np.array([[5, 5, 3, 3]])  # negative "area"
+    assert kernel.box_ious(boxes, np.array([[5, 5, 3, 3]]))[0, 0] == 0.0
+
+
+def test_contour_boxes_are_component_boxes_on_every_4x4_image():
+    """The fact the V2 kernel rests on, checked on its own: RETR_TREE contour boxes = boxes of the
+    8-connected foreground components + boxes of the 4-connected background components not touching
+    the border, grown by one pixel (same clamp to W-1 / H-1)."""
+    for bits in itertools.product((0, 255), repeat=16):
+        u8 = np.array(bits, dtype=np.uint8).reshape(4, 4)
+        expected = sorted(map(tuple, _mask_boxes_reference(u8))) if u8.any() else []
+        got = []
+        count, _, stats, _ = cv2.connectedComponentsWithStats((u8 > 0).astype(np.uint8), connectivity=8)
+        got += [(x, y, min(x + w, 3), min(y + h, 3)) for x, y, w, h, _ in stats[1:]]
+        count, _, stats, _ = cv2.connectedComponentsWithStats((u8 == 0).astype(np.uint8), connectivity=4)
+        got += [(x - 1, y - 1, min(x + w + 1, 3), min(y + h + 1, 3)) for x, y, w, h, _ in stats[1:]
+                if x > 0 and y > 0 and x + w < 4 and y + h < 4]
+        assert sorted(got) == expected, u8
