@@ -68,9 +68,13 @@ def classic_summary(study: optuna.Study) -> List[str]:
     finished = [t for t in trials if t.state.is_finished()]
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    from wsol_lightning.tuning.study import retried_numbers
+
+    retried = retried_numbers(trials)
+    failed = sum(t.state == TrialState.FAIL for t in finished)
     lines = [f"Number of finished trials: {len(finished)}",
-             f"  pruned: {len(pruned)}  complete: {len(complete)}  failed: "
-             f"{sum(t.state == TrialState.FAIL for t in finished)}"]
+             f"  pruned: {len(pruned)}  complete: {len(complete)}  failed: {failed}"
+             + (f" ({len(retried)} of them re-queued after their worker died, counted once)" if retried else "")]
     if not complete:
         lines.append("No completed trial: no best value yet.")
         return lines

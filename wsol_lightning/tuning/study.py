@@ -225,9 +225,13 @@ class Budget:
 
 def retried_numbers(trials: List[FrozenTrial]) -> set:
     """Numbers of failed trials that the heartbeat retry re-queued (their copy counts instead)."""
+    import warnings
+
     numbers = set()
-    for trial in trials:
-        numbers.update(RetryHeartbeatStaleTrialCallback.retry_history(trial))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        for trial in trials:
+            numbers.update(RetryHeartbeatStaleTrialCallback.retry_history(trial))
     return numbers
 
 

@@ -1,0 +1,105 @@
+#!/usr/bin/env python
+"""MedianPruner vs no pruner on the default data: epochs trained, wall time, best value.
+
+Runs ``scripts/tune.py`` twice as a user would (the same seed, search space and
+``--n-trials`` budget; only ``--pruner`` differs), one arm after the other, then
+trains the best ``bg_grid_size`` found (with its learning rate) and the default
+run with plain ``fit.py`` (full epochs, val and test) and prints both tables in
+Markdown for the README. Not a timed test: ~30 minutes on 2 CPU cores.
+
+Usage::
+
+    python benchmarks/bench_pruning.py [--n-trials 20] [--out runs/bench-pruning] [--skip-fit] [tune.py flags]
+
+Goal (issue #5): at least 40% fewer epochs with the pruner, best value within 1 point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(command, log: Path) -> float:
+    """Run ``command``, tee its output to ``log``; returns the wall time."""
+    started = time.perf_counter()
+    with open(log, "w") as file:
+        result = subprocess.run(command, stdout=file, stderr=subprocess.STDOUT, text=True)
+    wall = time.perf_counter() - started
+    if result.returncode != 0:
+        sys.exit(f"{' '.join(map(str, command))} failed, see {log}")
+    return wall
+
+
+def arm(pruner: str, out: Path, n_trials: int, extra) -> dict:
+    study_dir = out / f"tune-{pruner}"
+    command = [sys.executable, str(ROOT / "scripts" / "tune.py"), "--study-dir", str(study_dir), "--pruner", pruner,
+               "--n-trials", str(n_trials), "--study-name", f"bench-{pruner}", *extra]
+    wall = run(command, out / f"tune-{pruner}.log")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=f"bench-{pruner}", storage=f"sqlite:///{study_dir}/optuna.db")
+    trials = study.trials
+    return {"pruner": pruner, "wall": wall, "study": study,
+            "epochs": sum(int(t.user_attrs.get("epochs", 0)) for t in trials),
+            "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
+            "best": study.best_value, "best_params": study.best_params, "best_number": study.best_trial.number}
+
+
+def fit_metrics(args, out: Path, name: str) -> dict:
+    log = out / f"fit-{name}.log"
+    run([sys.executable, str(ROOT / "scripts" / "fit.py"), "--run_dir", str(out / f"fit-{name}"),
+         "--trainer.enable_progress_bar", "false", *args], log)
+    metrics = {}
+    for key, value in re.findall(r"^\s+((?:val|test)/\S+)\s+([-\d.]+)$", log.read_text(), re.M):
+        metrics[key] = float(value)
+    return metrics
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-trials", type=int, default=20)
+    parser.add_argument("--out", default="runs/bench-pruning")
+    parser.add_argument("--skip-fit", action="store_true", help="only the two tuning arms")
+    options, extra = parser.parse_known_args()
+    out = Path(options.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+
+    arms = [arm(p, out, options.n_trials, extra) for p in ("median", "none")]
+    median, none = arms
+    print(f"\n{options.n_trials} trials each, TPE seed 0, default search space, tune.py defaults\n")
+    print("| pruner | epochs trained | pruned trials | wall time | best val/localization (trial) |")
+    print("|---|---|---|---|---|")
+    for a in arms:
+        print(f"| {a['pruner']} | {a['epochs']} | {a['pruned']} | {a['wall'] / 60:.1f} min | "
+              f"{a['best']:.2f} (#{a['best_number']}) |")
+    saved = 1 - median["epochs"] / none["epochs"]
+    print(f"\nepochs saved by MedianPruner: {saved:.0%} (goal >= 40%); best value difference: "
+          f"{median['best'] - none['best']:+.2f} points (goal within 1)")
+    for a in arms:
+        print(f"best params ({a['pruner']}): {a['best_params']}")
+    if options.skip_fit:
+        return
+
+    best = median["best_params"]
+    rows = [("default (bg_grid_size 0.25, lr 0.02)", []),
+            (f"tuned (bg_grid_size {best['bg_grid_size']:.3f}, lr {best['lr']:.4f})",
+             [f"--model.bg_grid_size={best['bg_grid_size']}", f"--model.lr={best['lr']}"])]
+    print("\nfit.py, default training (6 full epochs), best checkpoint on val:\n")
+    print("| run | val MaxBoxAccV2 (last epoch) | test MaxBoxAccV2 (best checkpoint) | test top1_loc |")
+    print("|---|---|---|---|")
+    for name, args in rows:
+        metrics = fit_metrics(args, out, "tuned" if args else "default")
+        print(f"| {name} | {metrics.get('val/MaxBoxAccV2', float('nan')):.2f} | "
+              f"{metrics.get('test/MaxBoxAccV2', float('nan')):.2f} | {metrics.get('test/top1_loc', float('nan')):.2f} |")
+
+
+if __name__ == "__main__":
+    main()
