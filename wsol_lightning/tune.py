@@ -40,29 +40,40 @@ DEFAULT_N_TRIALS = 20
 DEFAULT_STUDY_NAME = "wsol-tune"
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except None/[] (those flags say what they default to)."""
+
+    def _get_help_string(self, action):  # noqa: D102
+        if action.default in (None, [], True) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """tune.py's own flags (the rest go to fit.py's parser)."""
     parser = argparse.ArgumentParser(
-        prog="tune.py", allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="tune.py", allow_abbrev=False, formatter_class=_HelpFormatter,
         description="Tune WSOL hyperparameters with Optuna (TPE + MedianPruner, per-epoch pruning on "
                     "val/localization). Every other flag is a fit.py flag (--trainer.*, --model.*, --data.*, "
-                    "--config, --seed_everything; see scripts/fit.py --help) applied to every trial.")
+                    "--config, --seed_everything; see scripts/fit.py --help) applied to every trial. Trials start "
+                    f"from: {' '.join(TUNE_DEFAULT_ARGS)}.")
     study = parser.add_argument_group("study")
     study.add_argument("--study-name", default=DEFAULT_STUDY_NAME, help="name of the study in the storage")
     study.add_argument("--study-dir", "--run_dir", "--run-dir", dest="study_dir", default=None,
                        help="directory of the study: trial-<n>/ run directories, plots, default storage "
-                            "(default runs/tune-<study name>)")
+                            "[runs/tune-<study name>]")
     study.add_argument("--storage", default=None,
                        help="Optuna storage: an SQLAlchemy URL (sqlite:///x.db, postgresql://user:pw@host/db) or a "
-                            "journal file (*.log, *.journal) (default: sqlite:///<study dir>/optuna.db)")
+                            "journal file (*.log, *.journal) [sqlite:///<study dir>/optuna.db]")
     study.add_argument("--n-trials", type=int, default=DEFAULT_N_TRIALS,
                        help="the study's total number of trials, across all workers")
-    study.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
+    study.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds "
+                                                                  "[no limit]")
     study.add_argument("--direction", default="maximize", choices=("maximize", "minimize"))
     study.add_argument("--seed", type=int, default=0, help="sampler seed")
     study.add_argument("--search-space", default=None,
-                       help="YAML search space (configs/search/*.yaml format); default: bg_grid_size ~ U(0, 1), "
-                            "lr ~ LogU(0.002, 0.2)")
+                       help="YAML search space (configs/search/*.yaml format) [bg_grid_size ~ U(0, 1), "
+                            "lr ~ LogU(0.002, 0.2)]")
     study.add_argument("--enqueue", action="append", default=[], metavar="NAME=VALUE[,NAME=VALUE]",
                        help="evaluate these values first (repeatable)")
     algo = parser.add_argument_group("sampler and pruner")
