@@ -21,12 +21,13 @@ def test_new_layers_train_at_lr_times_ratio():
 
 
 def test_lr_steps_down_every_decay_frequency():
-    module = WSOLModule(num_classes=3, lr=0.1, lr_decay_frequency=2)
+    module = WSOLModule(num_classes=3, lr=0.1, lr_classifier_ratio=1.0, lr_decay_frequency=2)
     config = module.configure_optimizers()
     scheduler = config["lr_scheduler"]["scheduler"]
     lrs = []
     for _ in range(5):
         lrs.append(config["optimizer"].param_groups[0]["lr"])
+        config["optimizer"].step()
         scheduler.step()
     assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001])
 
