@@ -21,6 +21,7 @@ def boxes_at_threshold(scoremap, threshold, multi_contour_eval):
 
 def contour_boxes(scoremap, threshold):
     """``(every contour's box, [the largest contour's box])``; ``[[0, 0, 0, 0]]`` for both without contours."""
+    scoremap = np.asarray(scoremap, dtype=np.float64)  # evaluate_wsol's t2n casts every map to float64
     height, width = scoremap.shape
     image = np.expand_dims((scoremap * 255).astype(np.uint8), 2)
     _, binary = cv2.threshold(src=image, thresh=int(threshold * np.max(image)), maxval=255, type=cv2.THRESH_BINARY)
@@ -95,6 +96,7 @@ def pxap(scoremaps, masks, interval):
     true_hist = np.zeros(len(edges) - 1)
     false_hist = np.zeros(len(edges) - 1)
     for scoremap, mask in zip(scoremaps, masks):
+        scoremap = np.asarray(scoremap, dtype=np.float64)  # t2n
         true_hist += np.histogram(scoremap[mask == 1], bins=edges)[0]
         false_hist += np.histogram(scoremap[mask == 0], bins=edges)[0]
     tp = true_hist[::-1].cumsum()

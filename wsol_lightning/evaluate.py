@@ -2,13 +2,23 @@
 
 Score maps are ``<scoremap_root>/<image_id>.npy`` (224x224, float32 or float64,
 values in [0, 1]); metadata at ``<metadata_root>/<dataset_name>/<split>/``;
-masks under ``<mask_root>/OpenImages/``. Every map is validated before any is
-evaluated (missing file, wrong shape or dtype, NaN, values outside [0, 1] -> one
-line naming the image id): nothing is evaluated on partial data.
+masks under ``<mask_root>/OpenImages/``. Flags are accepted with dashes and in
+the reference's underscore spelling (``--scoremap_root``; boolean flags also
+as ``--multi_contour_eval true``), so existing command lines work unchanged.
 
-The work is split over processes (``--workers``, default: all cores) by image;
-each returns count arrays that are summed, so the result does not depend on the
-split. Nothing here imports torch (start-up time counts in whole-process use).
+Result, as the reference returns it (percent): CUB / ILSVRC: MaxBoxAcc at every
+IoU of ``--iou-threshold-list`` (largest contour, or every contour with
+``--multi-contour-eval``); the headline ("localization") is their mean with
+``--multi-iou-eval``, else the IoU-50 value. OpenImages: PxAP.
+
+Every map of the split must exist before anything is evaluated, and each map is
+validated as it is read (wrong shape or dtype, NaN, values outside [0, 1]):
+one line naming the image id, exit status 2, no result on partial data. Maps
+in the folder that the split does not list are ignored, as by the reference
+(a warning says how many). The maps are shared among ``--workers`` processes
+(default: every core); each returns count arrays that are summed, so the
+figures do not depend on the split of the work. Nothing here imports torch
+(start-up time counts in whole-process use).
 """
 
 from __future__ import annotations
@@ -19,58 +29,39 @@ import multiprocessing
 import os
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 
 from wsol_lightning.data.metadata import Metadata, load_metadata
 from wsol_lightning.errors import WSOLInputError, exit_on_input_error
-from wsol_lightning.metrics.boxes import best_ious_per_threshold, correct_at_iou
-from wsol_lightning.metrics.geometry import SCOREMAP_SIZE, cam_thresholds
+from wsol_lightning.metrics.boxes import BoxCounts, all_contour_ious
+from wsol_lightning.metrics.geometry import cam_thresholds
 from wsol_lightning.metrics.masks import load_gt_mask
 from wsol_lightning.metrics.pxap import bin_edges, pxap_from_histograms, score_histograms
+from wsol_lightning.metrics.scoremaps import load_scoremap, scoremap_path
 
 DATASETS = ("CUB", "ILSVRC", "OpenImages")
+MASK_DATASETS = ("OpenImages",)
 
+#: Maps per task handed to a worker (small: noisy and smooth maps differ 2-3x in cost).
+CHUNK = 8
 
-def load_scoremap(scoremap_root: str, image_id: str) -> np.ndarray:
-    """Read and validate one score map; errors name the image id."""
-    path = os.path.join(scoremap_root, image_id + ".npy")
-    try:
-        scoremap = np.load(path)
-    except FileNotFoundError:
-        raise WSOLInputError(f"{image_id}: score map file missing ({path})") from None
-    except (ValueError, OSError) as error:
-        raise WSOLInputError(f"{image_id}: score map unreadable ({path}: {error})") from None
-    if scoremap.shape != (SCOREMAP_SIZE, SCOREMAP_SIZE):
-        raise WSOLInputError(f"{image_id}: score map has shape {scoremap.shape}, expected "
-                             f"({SCOREMAP_SIZE}, {SCOREMAP_SIZE})")
-    if scoremap.dtype not in (np.float32, np.float64):
-        raise WSOLInputError(f"{image_id}: score map dtype {scoremap.dtype}, expected float32 or float64")
-    if np.isnan(scoremap).any():
-        raise WSOLInputError(f"{image_id}: score map contains NaN")
-    low, high = float(scoremap.min()), float(scoremap.max())
-    if low < 0 or high > 1:
-        raise WSOLInputError(f"{image_id}: score map values outside [0, 1] (min {low:.4g}, max {high:.4g})")
-    return scoremap
-
-
+# What the workers need, set before the pool forks (nothing large is pickled per task).
 _JOB: Dict[str, object] = {}
 
 
-def _box_counts(image_ids: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:
-    thresholds, ious, metadata, root = (_JOB["thresholds"], _JOB["ious"], _JOB["metadata"], _JOB["root"])
-    largest = np.zeros((len(ious), len(thresholds)))
-    every = np.zeros((len(ious), len(thresholds)))
+def _box_chunk(image_ids: Sequence[str]) -> Tuple[np.ndarray, int]:
+    counts = BoxCounts(_JOB["thresholds"], _JOB["ious"], largest=not _JOB["multi_contour_eval"],
+                       every=bool(_JOB["multi_contour_eval"]))
+    boxes, root = _JOB["boxes"], _JOB["root"]
     for image_id in image_ids:
-        best_largest, best_every = best_ious_per_threshold(load_scoremap(root, image_id),
-                                                           metadata.resized_boxes(image_id), thresholds)
-        largest += correct_at_iou(best_largest, ious)
-        every += correct_at_iou(best_every, ious)
-    return largest, every
+        counts.add(load_scoremap(root, image_id), boxes[image_id])
+    return (counts.every if _JOB["multi_contour_eval"] else counts.largest), counts.count
 
 
-def _mask_counts(image_ids: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:
+def _mask_chunk(image_ids: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:
     edges, metadata, root, mask_dir = _JOB["edges"], _JOB["metadata"], _JOB["root"], _JOB["mask_dir"]
     foreground = np.zeros(len(edges) - 1)
     background = np.zeros(len(edges) - 1)
@@ -82,49 +73,128 @@ def _mask_counts(image_ids: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:
     return foreground, background
 
 
-def _map_chunks(function, image_ids: Sequence[str], workers: int) -> List[Tuple[np.ndarray, np.ndarray]]:
-    chunks = [list(image_ids[i::workers * 4]) for i in range(workers * 4)]
-    chunks = [c for c in chunks if c]
-    if workers <= 1 or len(image_ids) < 64:
+def _worker_init() -> None:
+    cv2.setNumThreads(1)  # one process per core already
+
+
+def _run(function, image_ids: Sequence[str], workers: int) -> List[tuple]:
+    """``function`` over chunks of image ids, in ``workers`` forked processes (inline for 1 or few maps)."""
+    chunks = [image_ids[i:i + CHUNK] for i in range(0, len(image_ids), CHUNK)]
+    if workers <= 1 or len(chunks) <= 2:
         return [function(chunk) for chunk in chunks]
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        return pool.map(function, chunks)
+    with multiprocessing.get_context("fork").Pool(min(workers, len(chunks)), initializer=_worker_init) as pool:
+        return list(pool.imap_unordered(function, chunks))
+
+
+def _check_files(scoremap_root: str, image_ids: Iterable[str]) -> None:
+    if not os.path.isdir(scoremap_root):
+        raise WSOLInputError(f"--scoremap-root {scoremap_root}: not a directory")
+    for image_id in image_ids:
+        if not os.path.isfile(scoremap_path(scoremap_root, image_id)):
+            raise WSOLInputError(f"{image_id}: score map file missing ({scoremap_path(scoremap_root, image_id)})")
+
+
+def unlisted_scoremaps(scoremap_root: str, image_ids: Iterable[str]) -> List[str]:
+    """Image ids of the ``.npy`` files under ``scoremap_root`` that ``image_ids`` does not list."""
+    listed = set(image_ids)
+    extra = []
+    for directory, _, files in os.walk(scoremap_root):
+        for name in files:
+            if name.endswith(".npy"):
+                image_id = os.path.relpath(os.path.join(directory, name), scoremap_root)[:-len(".npy")]
+                if image_id.replace(os.sep, "/") not in listed:
+                    extra.append(image_id)
+    return sorted(extra)
 
 
 def evaluate_scoremaps(scoremap_root: str, metadata: Metadata, cam_curve_interval: float = 0.01,
                        multi_contour_eval: bool = False, multi_iou_eval: bool = False,
                        iou_threshold_list: Sequence[int] = (30, 50, 70), mask_root: Optional[str] = None,
-                       workers: Optional[int] = None) -> Dict[str, object]:
+                       workers: Optional[int] = None, image_ids: Optional[Sequence[str]] = None,
+                       ) -> Dict[str, object]:
     """Evaluate saved score maps as wsolevaluation's ``evaluate_wsol``.
 
+    Args:
+        scoremap_root: folder of ``<image_id>.npy`` maps.
+        metadata: the split (boxes for CUB / ILSVRC, masks for OpenImages).
+        cam_curve_interval: CAM threshold spacing.
+        multi_contour_eval: every contour (MaxBoxAccV2) instead of the largest.
+        multi_iou_eval: headline = mean over ``iou_threshold_list`` (else IoU 50).
+        iou_threshold_list: IoU thresholds (%).
+        mask_root: ``<mask_root>/OpenImages/`` holds the masks (mask datasets).
+        workers: processes (default: every core).
+        image_ids: evaluate these (default: the whole split); an id the
+            metadata does not list is refused.
+
     Returns:
-        ``{"localization", "max_box_acc": {iou: %}, "num_images"}`` for box
+        ``{"localization", "max_box_acc": {"30": %, ...}, "num_images"}`` for box
         datasets, ``{"localization", "pxap", "num_images"}`` for mask datasets.
     """
+    thresholds = cam_thresholds(cam_curve_interval)
     workers = workers or os.cpu_count() or 1
-    image_ids = list(metadata.image_ids)
-    for image_id in image_ids:  # validate everything before evaluating anything
-        load_scoremap(scoremap_root, image_id)
-    _JOB.update(metadata=metadata, root=scoremap_root, thresholds=cam_thresholds(cam_curve_interval))
-    if metadata.has_masks:
-        if mask_root is None:
-            raise WSOLInputError("--mask-root: required for mask datasets (OpenImages)")
-        _JOB.update(edges=bin_edges(_JOB["thresholds"]), mask_dir=os.path.join(mask_root, "OpenImages"))
-        parts = _map_chunks(_mask_counts, image_ids, workers)
-        value = pxap_from_histograms(sum(p[0] for p in parts), sum(p[1] for p in parts))
-        return {"localization": value, "pxap": value, "num_images": len(image_ids)}
-    ious = [int(k) for k in (iou_threshold_list if multi_iou_eval else [50])]
-    _JOB["ious"] = np.asarray(ious, dtype=np.float64)
-    parts = _map_chunks(_box_counts, image_ids, workers)
-    counts = sum(p[1] if multi_contour_eval else p[0] for p in parts)
-    per_iou = {str(k): float((counts[i] * 100.0 / len(image_ids)).max()) for i, k in enumerate(ious)}
-    headline = float(np.mean(list(per_iou.values()))) if multi_iou_eval else per_iou["50"]
-    return {"localization": headline, "max_box_acc": per_iou, "num_images": len(image_ids)}
+    listed = set(metadata.image_ids)
+    ids = list(metadata.image_ids if image_ids is None else image_ids)
+    for image_id in ids:
+        if image_id not in listed:
+            raise WSOLInputError(f"{image_id}: image id not in the metadata of {metadata.dataset_name}/"
+                                 f"{metadata.split} ({metadata.directory})")
+    if not ids:
+        raise WSOLInputError("no image to evaluate")
+    _check_files(scoremap_root, ids)
+    _JOB.clear()
+    _JOB.update(metadata=metadata, root=scoremap_root, thresholds=thresholds)
+    try:
+        if metadata.dataset_name in MASK_DATASETS:
+            if mask_root is None:
+                raise WSOLInputError("--mask-root: required for OpenImages (masks under <mask_root>/OpenImages/)")
+            for image_id in ids:
+                if image_id not in metadata.mask_paths:
+                    raise WSOLInputError(f"{image_id}: no mask in the metadata ({metadata.directory})")
+            _JOB.update(edges=bin_edges(thresholds), mask_dir=os.path.join(mask_root, "OpenImages"))
+            parts = _run(_mask_chunk, ids, workers)
+            value = pxap_from_histograms(sum(p[0] for p in parts), sum(p[1] for p in parts))
+            return {"localization": value, "pxap": value, "num_images": len(ids)}
+
+        ious = [int(k) for k in iou_threshold_list]
+        if not multi_iou_eval and 50 not in ious:
+            raise WSOLInputError(f"--iou-threshold-list {' '.join(map(str, ious))}: must contain 50 "
+                                 f"without --multi-iou-eval (the headline is MaxBoxAcc at IoU 50)")
+        boxes = {}
+        for image_id in ids:
+            image_boxes = metadata.resized_boxes(image_id)
+            if len(image_boxes) == 0:
+                raise WSOLInputError(f"{image_id}: no ground-truth box in the metadata ({metadata.directory})")
+            boxes[image_id] = image_boxes
+        _JOB.update(boxes=boxes, ious=ious, multi_contour_eval=multi_contour_eval)
+        if multi_contour_eval:  # compile (or load the cached) numba kernel once, before forking
+            all_contour_ious(np.zeros((2, 2), np.uint8), np.zeros((1, 4), np.int64), np.zeros(1, np.int64))
+        parts = _run(_box_chunk, ids, workers)
+        counts = sum(p[0] for p in parts)
+        count = sum(p[1] for p in parts)
+        per_iou = {str(k): float((counts[i] * 100.0 / float(count)).max()) for i, k in enumerate(ious)}
+        headline = float(np.average(list(per_iou.values()))) if multi_iou_eval else per_iou["50"]
+        return {"localization": headline, "max_box_acc": per_iou, "num_images": count}
+    finally:
+        _JOB.clear()
+
+
+def _str2bool(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("yes", "true", "t", "y", "1"):
+        return True
+    if lowered in ("no", "false", "f", "n", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"boolean value expected, got {value!r}")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit status 2, as every refusal of the package
+        raise WSOLInputError(f"{self.prog}: {message}")
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """Flags, in dash and in the reference's underscore spelling."""
-    parser = argparse.ArgumentParser(prog="evaluate.py", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="evaluate.py", description=__doc__.splitlines()[0])
 
     def add(name: str, **kwargs) -> None:
         parser.add_argument(f"--{name}", f"--{name.replace('-', '_')}", **kwargs)
@@ -133,18 +203,22 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     add("metadata-root", required=True, help="metadata at <metadata_root>/<dataset_name>/<split>/")
     add("mask-root", default=None, help="masks at <mask_root>/OpenImages/ (OpenImages)")
     add("dataset-name", required=True, choices=DATASETS)
-    add("split", default="test", help="[test]")
-    add("cam-curve-interval", type=float, default=0.01, help="[0.01]")
-    add("multi-contour-eval", action="store_true", help="all contours (MaxBoxAccV2)")
-    add("multi-iou-eval", action="store_true", help="mean over --iou-threshold-list (MaxBoxAccV2)")
-    add("iou-threshold-list", type=int, nargs="+", default=[30, 50, 70], help="[30 50 70]")
+    add("split", required=True, help="val or test (the metadata folder's name)")
+    add("cam-curve-interval", type=float, default=0.01, help="CAM threshold spacing [0.01]")
+    add("multi-contour-eval", type=_str2bool, nargs="?", const=True, default=False,
+        help="every contour (MaxBoxAccV2) instead of the largest")
+    add("multi-iou-eval", type=_str2bool, nargs="?", const=True, default=False,
+        help="headline = mean over --iou-threshold-list (MaxBoxAccV2) instead of IoU 50")
+    add("iou-threshold-list", type=int, nargs="+", default=[30, 50, 70], help="IoU thresholds in %% [30 50 70]")
     add("json", default=None, help="write the result as JSON here")
-    add("workers", type=int, default=None, help="processes [all cores]")
+    add("workers", type=int, default=None, help="processes [every core]")
     args = parser.parse_args(list(argv))
     if not 0 < args.cam_curve_interval < 1:
         raise WSOLInputError(f"--cam-curve-interval={args.cam_curve_interval} must be in (0, 1)")
     if any(not 0 < k <= 100 for k in args.iou_threshold_list):
         raise WSOLInputError(f"--iou-threshold-list {args.iou_threshold_list}: values must be in (0, 100]")
+    if args.workers is not None and args.workers < 1:
+        raise WSOLInputError(f"--workers={args.workers} must be >= 1")
     return args
 
 
@@ -155,13 +229,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     metadata = load_metadata(args.metadata_root, args.dataset_name, args.split)
     result = evaluate_scoremaps(args.scoremap_root, metadata, args.cam_curve_interval, args.multi_contour_eval,
                                 args.multi_iou_eval, args.iou_threshold_list, args.mask_root, args.workers)
+    extra = unlisted_scoremaps(args.scoremap_root, metadata.image_ids)
+    if extra:
+        print(f"warning: {len(extra)} score maps under {args.scoremap_root} are not in {args.dataset_name}/"
+              f"{args.split} and were ignored (e.g. {extra[0]})", file=sys.stderr)
+    where = f"{args.dataset_name}/{args.split}, {result['num_images']} images, interval {args.cam_curve_interval}"
     if "pxap" in result:
-        print(f"PxAP on {args.dataset_name}/{args.split} ({result['num_images']} images): {result['pxap']:.4f}")
+        print(f"PxAP ({where}): {result['pxap']:.4f}")
     else:
-        name = "MaxBoxAccV2" if args.multi_contour_eval and args.multi_iou_eval else "MaxBoxAcc"
+        contours = "every contour" if args.multi_contour_eval else "largest contour"
         per_iou = ", ".join(f"IoU {k}: {v:.4f}" for k, v in result["max_box_acc"].items())
-        print(f"{name} on {args.dataset_name}/{args.split} ({result['num_images']} images): "
-              f"{result['localization']:.4f} ({per_iou})")
+        print(f"MaxBoxAcc ({where}, {contours}): {per_iou}")
+    print(f"localization: {result['localization']:.4f}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -59,8 +59,12 @@ NUM_LEVELS = 256
 
 # ----------------------------------------------------------------------------- levels
 def scoremap_to_uint8(scoremap: np.ndarray) -> np.ndarray:
-    """``(scoremap * 255).astype(uint8)``, C-contiguous, as the reference (float32 stays float32)."""
-    return np.ascontiguousarray((scoremap * 255).astype(np.uint8))
+    """``(scoremap * 255).astype(uint8)`` in float64, C-contiguous.
+
+    ``evaluate_wsol`` hands every map to the evaluator through ``t2n``, which
+    casts to float64, so a float32 map is multiplied in float64 too.
+    """
+    return np.ascontiguousarray((np.asarray(scoremap, dtype=np.float64) * 255).astype(np.uint8))
 
 
 def threshold_levels(u8: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -136,6 +140,11 @@ def contour_boxes_and_areas(binary: np.ndarray, mode: int = cv2.RETR_TREE) -> Tu
 def largest_contour_ious(u8: np.ndarray, gt_boxes: np.ndarray, levels: np.ndarray) -> np.ndarray:
     """V1: best IoU of the (first) largest contour's box at each given level.
 
+    Where the component sweep (numba) finds no foreground or a single
+    component, the answer needs no contour search (the zero box; that
+    component's box); only levels with several components run
+    ``cv2.findContours(RETR_EXTERNAL)`` for OpenCV's areas and order.
+
     Args:
         u8: ``[H, W]`` uint8 map.
         gt_boxes: ``[K, 4]`` GT boxes.
@@ -145,9 +154,14 @@ def largest_contour_ious(u8: np.ndarray, gt_boxes: np.ndarray, levels: np.ndarra
         ``[len(levels)]`` float64.
     """
     out = np.empty(len(levels))
+    search = np.ones(len(levels), dtype=bool)
+    if _component_sweeps is not None:
+        every, components, outer = component_sweeps(u8, gt_boxes, levels, holes=False)
+        search = components > 1
+        out[~search] = every[~search]  # outer-only sweep: the zero box or the single component's box
     empty_iou = None
-    for index, level in enumerate(levels):
-        binary = cv2.threshold(u8, int(level), 255, cv2.THRESH_BINARY)[1]
+    for index in np.flatnonzero(search):
+        binary = cv2.threshold(u8, int(levels[index]), 255, cv2.THRESH_BINARY)[1]
         boxes, twice_area = contour_boxes_and_areas(binary, cv2.RETR_EXTERNAL)
         if len(boxes) == 0:
             if empty_iou is None:
@@ -172,15 +186,18 @@ def all_contour_ious_opencv(u8: np.ndarray, gt_boxes: np.ndarray, levels: np.nda
     return out
 
 
-def _components_best_ious_py(u8, needed, gt):  # pragma: no cover - compiled by numba below
+def _component_sweeps_py(u8, needed, gt, holes):  # pragma: no cover - compiled by numba below
     """Best IoU over every contour's box at each needed level (``needed[L]``), from components.
 
     Foreground sweep: pixels enter from the top value down; after the pixels of
     value ``v`` entered, the union-find sets are the 8-connected components of
     ``u8 > v - 1``. Background sweep: pixels enter from value 0 up; after value
     ``v`` the sets are the 4-connected components of ``u8 <= v``; those not
-    touching the image border are the holes of level ``v``. Returns ``[256]``
-    float64 (levels not needed: undefined).
+    touching the image border are the holes of level ``v`` (skipped unless
+    ``holes``). Returns three ``[256]`` arrays (levels not needed: undefined):
+    the best IoU over every contour (outer and hole borders; without ``holes``,
+    outer only), the number of foreground components, and the best IoU over
+    the outer borders (-1 without foreground).
     """
     height, width = u8.shape
     n = height * width
@@ -217,10 +234,11 @@ def _components_best_ious_py(u8, needed, gt):  # pragma: no cover - compiled by 
     ring4 = np.array([-pitch, 1, pitch, -1], np.int32)
 
     foreground_best = np.full(NUM_LEVELS, -1.0)  # -1: no foreground at that level
+    components = np.zeros(NUM_LEVELS, np.int64)
     hole_best = np.zeros(NUM_LEVELS)
     result = np.zeros(NUM_LEVELS)
 
-    for sweep in range(2):
+    for sweep in range(2 if holes else 1):
         parent[:] = -1
         ring = ring8 if sweep == 0 else ring4
         count = 0
@@ -335,6 +353,7 @@ def _components_best_ious_py(u8, needed, gt):  # pragma: no cover - compiled by 
             count = kept
             if sweep == 0:
                 foreground_best[level] = best
+                components[level] = kept
             else:
                 hole_best[level] = best
 
@@ -350,13 +369,26 @@ def _components_best_ious_py(u8, needed, gt):  # pragma: no cover - compiled by 
             result[level] = empty
         else:
             result[level] = max(foreground_best[level], hole_best[level])
-    return result
+    return result, components, foreground_best
 
 
 if numba is not None:
-    _components_best_ious = numba.njit(cache=True, nogil=True, boundscheck=False)(_components_best_ious_py)
+    _component_sweeps = numba.njit(cache=True, nogil=True, boundscheck=False)(_component_sweeps_py)
 else:  # pragma: no cover
-    _components_best_ious = None
+    _component_sweeps = None
+
+
+def component_sweeps(u8: np.ndarray, gt_boxes: np.ndarray, levels: np.ndarray, holes: bool = True
+                     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The compiled sweeps at the given levels: ``(V2 best IoU, foreground component count, outer-only best IoU)``.
+
+    Needs numba (``_component_sweeps`` is None without it).
+    """
+    needed = np.zeros(NUM_LEVELS, dtype=np.bool_)
+    needed[levels] = True
+    every, components, outer = _component_sweeps(np.ascontiguousarray(u8, dtype=np.uint8), needed,
+                                                 np.ascontiguousarray(gt_boxes, dtype=np.int64), holes)
+    return every[levels], components[levels], outer[levels]
 
 
 def all_contour_ious(u8: np.ndarray, gt_boxes: np.ndarray, levels: np.ndarray) -> np.ndarray:
@@ -370,13 +402,9 @@ def all_contour_ious(u8: np.ndarray, gt_boxes: np.ndarray, levels: np.ndarray) -
     Returns:
         ``[len(levels)]`` float64.
     """
-    if _components_best_ious is None:
+    if _component_sweeps is None:
         return all_contour_ious_opencv(u8, gt_boxes, levels)
-    needed = np.zeros(NUM_LEVELS, dtype=np.bool_)
-    needed[levels] = True
-    per_level = _components_best_ious(np.ascontiguousarray(u8, dtype=np.uint8), needed,
-                                      np.ascontiguousarray(gt_boxes, dtype=np.int64))
-    return per_level[levels]
+    return component_sweeps(u8, gt_boxes, levels)[0]
 
 
 # ----------------------------------------------------------------------------- per map

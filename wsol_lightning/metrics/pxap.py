@@ -19,7 +19,11 @@ def bin_edges(thresholds: np.ndarray) -> np.ndarray:
 
 
 def score_histograms(scoremap: np.ndarray, gt_mask: np.ndarray, edges: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Histograms of the scores of foreground (mask 1) and background (mask 0) pixels."""
+    """Histograms of the scores of foreground (mask 1) and background (mask 0) pixels.
+
+    Scores are taken in float64, as ``evaluate_wsol`` (``t2n``) hands them to the evaluator.
+    """
+    scoremap = np.asarray(scoremap, dtype=np.float64)
     foreground, _ = np.histogram(scoremap[gt_mask == 1], bins=edges)
     background, _ = np.histogram(scoremap[gt_mask == 0], bins=edges)
     return foreground.astype(np.float64), background.astype(np.float64)

@@ -1,0 +1,52 @@
+"""Saved score maps (wsolevaluation's layout ``<scoremap_root>/<image_id>.npy``): load and validate.
+
+A valid map is a 224x224 float32 or float64 array without NaN, with values in
+[0, 1] (what ``check_scoremap_validity`` demands of what the reference
+evaluates). Anything else raises :class:`WSOLInputError` with one line that
+names the image id, so a bad map is never evaluated nor skipped silently.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from wsol_lightning.errors import WSOLInputError
+from wsol_lightning.metrics.geometry import SCOREMAP_SIZE
+
+#: dtypes accepted for saved score maps.
+SCOREMAP_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def scoremap_path(scoremap_root: str, image_id: str) -> str:
+    """``<scoremap_root>/<image_id>.npy``."""
+    return os.path.join(scoremap_root, image_id + ".npy")
+
+
+def validate_scoremap(scoremap: np.ndarray, image_id: str, size: int = SCOREMAP_SIZE) -> np.ndarray:
+    """Return ``scoremap`` if it is a valid ``size`` x ``size`` map, else raise naming ``image_id``."""
+    if not isinstance(scoremap, np.ndarray):
+        raise WSOLInputError(f"{image_id}: score map is a {type(scoremap).__name__}, expected a numpy array")
+    if scoremap.shape != (size, size):
+        raise WSOLInputError(f"{image_id}: score map has shape {scoremap.shape}, expected ({size}, {size})")
+    if scoremap.dtype not in SCOREMAP_DTYPES:
+        raise WSOLInputError(f"{image_id}: score map dtype {scoremap.dtype}, expected float32 or float64")
+    low, high = float(scoremap.min()), float(scoremap.max())  # NaN propagates into both
+    if np.isnan(low) or np.isnan(high):
+        raise WSOLInputError(f"{image_id}: score map contains NaN")
+    if low < 0 or high > 1:
+        raise WSOLInputError(f"{image_id}: score map values outside [0, 1] (min {low:.6g}, max {high:.6g})")
+    return scoremap
+
+
+def load_scoremap(scoremap_root: str, image_id: str, size: int = SCOREMAP_SIZE) -> np.ndarray:
+    """Read ``<scoremap_root>/<image_id>.npy`` and validate it; every error names the image id."""
+    path = scoremap_path(scoremap_root, image_id)
+    try:
+        scoremap = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise WSOLInputError(f"{image_id}: score map file missing ({path})") from None
+    except (ValueError, OSError, EOFError) as error:
+        raise WSOLInputError(f"{image_id}: score map unreadable ({path}: {error})") from None
+    return validate_scoremap(scoremap, image_id, size)
