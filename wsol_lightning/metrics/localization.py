@@ -1,132 +1,217 @@
-"""torchmetrics metrics of WSOL localization, over the kernels of ``boxes`` and ``pxap``.
+"""torchmetrics metrics of WSOL localization, over the same kernels as ``scripts/evaluate.py``.
 
-States are count tensors summed across processes (``dist_reduce_fx="sum"``), so
-the figures are right under DDP, and ``reset()`` drops everything: a process
-that fits many times (tuning) accumulates nothing. Score maps are moved to the
-CPU once per batch, where OpenCV computes the contours.
+``BoxLocalization`` counts, per map, exactly what ``evaluate.py`` counts
+(:class:`wsol_lightning.metrics.boxes.BoxCounts`), so ``val/MaxBoxAccV2`` during
+training equals ``scripts/evaluate.py --multi-contour-eval --multi-iou-eval``
+on the same maps saved as ``.npy``.
+
+The contour work runs on CPU threads, off the training loop: ``update()``
+copies the batch's maps to host memory and hands them to a small thread pool
+(the numba kernel and OpenCV release the GIL), then returns; the counts are
+collected when the states are needed (``compute()``, a DDP ``sync()``,
+pickling). So on a GPU the next validation batches run while earlier ones are
+being scored. States are integer count tensors summed across processes
+(``dist_reduce_fx="sum"``), so the figures are right under DDP; ``reset()``
+waits for and drops pending work, so a process that fits many times (tuning)
+accumulates nothing.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Sequence
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torchmetrics import Metric
 
-from wsol_lightning.metrics.boxes import best_ious_per_threshold, correct_at_iou
+from wsol_lightning.metrics.boxes import BoxCounts
 from wsol_lightning.metrics.geometry import cam_thresholds
 from wsol_lightning.metrics.pxap import bin_edges, pxap_from_histograms, score_histograms
 
 #: IoU thresholds (%) of MaxBoxAccV2.
 V2_IOU_THRESHOLDS = (30, 50, 70)
 
+_EXECUTOR: Optional[ThreadPoolExecutor] = None
+_EXECUTOR_LOCK = threading.Lock()
 
-class BoxLocalization(Metric):
+
+def metric_executor() -> ThreadPoolExecutor:
+    """The process's pool of metric threads (one per core, at most 4), created on first use."""
+    global _EXECUTOR
+    with _EXECUTOR_LOCK:
+        if _EXECUTOR is None:
+            _EXECUTOR = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)),
+                                           thread_name_prefix="wsol-metrics")
+        return _EXECUTOR
+
+
+class _AsyncCountsMetric(Metric):
+    """A metric whose ``update`` queues numpy work on the metric threads; results land in the states later."""
+
+    full_state_update = False
+
+    def __init__(self, asynchronous: bool = True) -> None:
+        super().__init__()
+        self.asynchronous = asynchronous
+        self._pending: List[Future] = []
+
+    def _submit(self, function, *args) -> None:
+        if self.asynchronous:
+            self._pending.append(metric_executor().submit(function, *args))
+        else:
+            self._accumulate(function(*args))
+
+    def _accumulate(self, result) -> None:
+        raise NotImplementedError
+
+    def _drain(self) -> None:
+        """Wait for the queued batches and add their counts to the states (in submission order)."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            self._accumulate(future.result())
+
+    def sync(self, *args, **kwargs) -> None:  # noqa: D102 - torchmetrics calls this before compute
+        self._drain()
+        super().sync(*args, **kwargs)
+
+    def reset(self) -> None:  # noqa: D102
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.cancel() or future.exception()  # wait; results are dropped
+        super().reset()
+
+    def __getstate__(self) -> dict:  # noqa: D105
+        self._drain()
+        state = super().__getstate__()
+        state["_pending"] = []
+        return state
+
+
+def _box_batch(thresholds: np.ndarray, iou_thresholds: Sequence[int], row50: int, maps: np.ndarray,
+               boxes: np.ndarray, correct: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    counts = BoxCounts(thresholds, iou_thresholds)
+    loc_cls = np.zeros(len(thresholds), dtype=np.int64)
+    for scoremap, image_boxes, is_correct in zip(maps, boxes, correct):
+        image_boxes = image_boxes[image_boxes[:, 0] >= 0]
+        if len(image_boxes) == 0:
+            raise ValueError("BoxLocalization.update: an image has no ground-truth box (all rows are -1 padding)")
+        hits_largest, _ = counts.add(scoremap, image_boxes)
+        if is_correct:
+            loc_cls += hits_largest[row50]
+    return counts.largest, counts.every, loc_cls, counts.count
+
+
+class BoxLocalization(_AsyncCountsMetric):
     """MaxBoxAcc (V1), MaxBoxAccV2 and top-1 localization over a split.
 
     Args:
         cam_curve_interval: spacing of the CAM thresholds.
         iou_thresholds: IoU thresholds (%) of MaxBoxAccV2.
+        asynchronous: score batches on the metric threads (False: inside ``update``).
 
-    ``compute()`` returns percentages: ``MaxBoxAcc`` (largest contour, IoU 50),
-    ``MaxBoxAccV2`` (all contours, mean over ``iou_thresholds``),
-    ``MaxBoxAccV2_IoU<k>`` per threshold, and ``top1_loc`` (correct class and
-    IoU >= 0.5 at the threshold maximizing MaxBoxAcc).
+    ``compute()`` returns percentages (float32 tensors): ``MaxBoxAcc`` (largest
+    contour, IoU 50), ``MaxBoxAccV2`` (every contour, mean over
+    ``iou_thresholds``), ``MaxBoxAccV2_IoU<k>`` per threshold, and ``top1_loc``
+    (correct class and IoU >= 0.5 at the threshold maximizing MaxBoxAcc).
     """
 
-    full_state_update = False
-
-    def __init__(self, cam_curve_interval: float = 0.01, iou_thresholds: Sequence[int] = V2_IOU_THRESHOLDS) -> None:
-        super().__init__()
+    def __init__(self, cam_curve_interval: float = 0.01, iou_thresholds: Sequence[int] = V2_IOU_THRESHOLDS,
+                 asynchronous: bool = True) -> None:
+        super().__init__(asynchronous)
         self.thresholds = cam_thresholds(cam_curve_interval)
-        self.iou_thresholds = np.asarray(sorted(set(iou_thresholds) | {50}), dtype=np.float64)
-        self.v2_rows = [int(np.where(self.iou_thresholds == k)[0][0]) for k in iou_thresholds]
-        self.row50 = int(np.where(self.iou_thresholds == 50)[0][0])
-        shape = (len(self.iou_thresholds), len(self.thresholds))
-        self.add_state("correct_largest", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("correct_all", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("correct_loc_cls", torch.zeros(len(self.thresholds), dtype=torch.float64),
-                       dist_reduce_fx="sum")
-        self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.iou_names = [int(k) for k in iou_thresholds]
+        self.counted_ious = sorted(set(self.iou_names) | {50})
+        self.v2_rows = [self.counted_ious.index(k) for k in self.iou_names]
+        self.row50 = self.counted_ious.index(50)
+        shape = (len(self.counted_ious), len(self.thresholds))
+        self.add_state("correct_largest", torch.zeros(shape, dtype=torch.int64), dist_reduce_fx="sum")
+        self.add_state("correct_all", torch.zeros(shape, dtype=torch.int64), dist_reduce_fx="sum")
+        self.add_state("correct_loc_cls", torch.zeros(len(self.thresholds), dtype=torch.int64), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
 
     def update(self, scoremaps: torch.Tensor, gt_boxes: torch.Tensor, correct_class: torch.Tensor) -> None:
-        """Accumulate a batch.
+        """Queue a batch.
 
         Args:
             scoremaps: ``[B, 224, 224]`` in [0, 1].
             gt_boxes: ``[B, K, 4]`` int boxes at 224, padded with rows of -1.
             correct_class: ``[B]`` bool, the classifier's top-1 is right.
         """
-        maps = scoremaps.detach().float().cpu().numpy()
-        boxes = gt_boxes.detach().cpu().numpy()
+        maps = scoremaps.detach().cpu().numpy()
+        boxes = gt_boxes.detach().cpu().numpy().astype(np.int64)
         correct = correct_class.detach().cpu().numpy().astype(bool)
-        largest_counts = np.zeros(self.correct_largest.shape)
-        all_counts = np.zeros(self.correct_all.shape)
-        loc_cls = np.zeros(len(self.thresholds))
-        for scoremap, image_boxes, is_correct in zip(maps, boxes, correct):
-            image_boxes = image_boxes[image_boxes[:, 0] >= 0]
-            largest, every = best_ious_per_threshold(scoremap, image_boxes, self.thresholds)
-            hits_largest = correct_at_iou(largest, self.iou_thresholds)
-            largest_counts += hits_largest
-            all_counts += correct_at_iou(every, self.iou_thresholds)
-            if is_correct:
-                loc_cls += hits_largest[self.row50]
+        if not (len(maps) == len(boxes) == len(correct)):
+            raise ValueError(f"BoxLocalization.update: batch sizes differ ({len(maps)}, {len(boxes)}, {len(correct)})")
+        self._submit(_box_batch, self.thresholds, self.counted_ious, self.row50, maps, boxes, correct)
+
+    def _accumulate(self, result) -> None:
+        largest, every, loc_cls, count = result
         device = self.correct_largest.device
-        self.correct_largest += torch.from_numpy(largest_counts).to(device)
-        self.correct_all += torch.from_numpy(all_counts).to(device)
+        self.correct_largest += torch.from_numpy(largest).to(device)
+        self.correct_all += torch.from_numpy(every).to(device)
         self.correct_loc_cls += torch.from_numpy(loc_cls).to(device)
-        self.count += len(maps)
+        self.count += count
 
     def _best_index(self) -> int:
-        return int(torch.argmax(self.correct_largest[self.row50]).item())
+        return int(torch.argmax(self.correct_largest[self.row50]).item())  # first of ties, as np.argmax
 
     def best_threshold(self) -> float:
         """The CAM threshold that maximizes MaxBoxAcc (first of ties)."""
+        self._drain()
         return float(self.thresholds[self._best_index()])
 
     def compute(self) -> Dict[str, torch.Tensor]:  # noqa: D102
-        count = self.count.clamp(min=1)
-        accuracy_all = self.correct_all * 100 / count
-        results = {"MaxBoxAcc": (self.correct_largest[self.row50] * 100 / count).max()}
+        self._drain()
+        count = self.count.clamp(min=1).double()
+        accuracy_all = self.correct_all.double() * 100.0 / count
+        results = {"MaxBoxAcc": (self.correct_largest[self.row50].double() * 100.0 / count).max()}
         per_iou = [accuracy_all[row].max() for row in self.v2_rows]
         results["MaxBoxAccV2"] = torch.stack(per_iou).mean()
         for name, value in zip(self.iou_names, per_iou):
             results[f"MaxBoxAccV2_IoU{name}"] = value
-        results["top1_loc"] = self.correct_loc_cls[self._best_index()] * 100 / count
+        results["top1_loc"] = self.correct_loc_cls[self._best_index()].double() * 100.0 / count
         return {k: v.float() for k, v in results.items()}
 
 
-class MaskLocalization(Metric):
+def _mask_batch(edges: np.ndarray, maps: np.ndarray, masks: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    foreground = np.zeros(len(edges) - 1, dtype=np.int64)
+    background = np.zeros(len(edges) - 1, dtype=np.int64)
+    for scoremap, mask in zip(maps, masks):
+        fg, bg = score_histograms(scoremap, mask, edges)
+        foreground += fg.astype(np.int64)
+        background += bg.astype(np.int64)
+    return foreground, background
+
+
+class MaskLocalization(_AsyncCountsMetric):
     """PxAP over a split (``compute() -> {"PxAP": %}``).
 
     Args:
         cam_curve_interval: spacing of the CAM thresholds (histogram bins).
+        asynchronous: histogram batches on the metric threads (False: inside ``update``).
     """
 
-    full_state_update = False
-
-    def __init__(self, cam_curve_interval: float = 0.01) -> None:
-        super().__init__()
+    def __init__(self, cam_curve_interval: float = 0.01, asynchronous: bool = True) -> None:
+        super().__init__(asynchronous)
         self.edges = bin_edges(cam_thresholds(cam_curve_interval))
         bins = len(self.edges) - 1
-        self.add_state("foreground", torch.zeros(bins, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("background", torch.zeros(bins, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("foreground", torch.zeros(bins, dtype=torch.int64), dist_reduce_fx="sum")
+        self.add_state("background", torch.zeros(bins, dtype=torch.int64), dist_reduce_fx="sum")
 
     def update(self, scoremaps: torch.Tensor, gt_masks: torch.Tensor) -> None:
-        """Accumulate a batch: ``[B, 224, 224]`` maps and uint8 masks (0, 1, 255 ignored)."""
-        maps = scoremaps.detach().float().cpu().numpy()
-        masks = gt_masks.detach().cpu().numpy()
-        foreground = np.zeros(len(self.edges) - 1)
-        background = np.zeros(len(self.edges) - 1)
-        for scoremap, mask in zip(maps, masks):
-            fg, bg = score_histograms(scoremap, mask, self.edges)
-            foreground += fg
-            background += bg
+        """Queue a batch: ``[B, 224, 224]`` maps and uint8 masks (0, 1, 255 ignored)."""
+        self._submit(_mask_batch, self.edges, scoremaps.detach().cpu().numpy(), gt_masks.detach().cpu().numpy())
+
+    def _accumulate(self, result) -> None:
+        foreground, background = result
         self.foreground += torch.from_numpy(foreground).to(self.foreground.device)
         self.background += torch.from_numpy(background).to(self.background.device)
 
     def compute(self) -> Dict[str, torch.Tensor]:  # noqa: D102
-        value = pxap_from_histograms(self.foreground.cpu().numpy(), self.background.cpu().numpy())
+        self._drain()
+        value = pxap_from_histograms(self.foreground.cpu().numpy().astype(np.float64),
+                                     self.background.cpu().numpy().astype(np.float64))
         return {"PxAP": torch.tensor(value, dtype=torch.float32)}
