@@ -15,8 +15,8 @@ pytestmark = pytest.mark.slow
 DDP = ["--trainer.devices", "2", "--trainer.accelerator", "cpu", "--n-trials", "2", "--no-plots"]
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])
-def test_ddp_trials(tmp_path, strategy):
+def test_ddp_spawn_trials(tmp_path):
+    strategy = "ddp_spawn"
     rank_log = tmp_path / "ranks.jsonl"
     study_dir = tmp_path / "study"
     result = run_tune("--trainer.strategy", strategy, *DDP, "--study-dir", str(study_dir), cwd=tmp_path,
@@ -35,9 +35,8 @@ def test_ddp_trials(tmp_path, strategy):
     for entry in ranks:
         by_trial.setdefault(entry["trial_id"], []).append(entry)
     assert len(by_trial) == 2
-    expected_ranks = [0, 1] if strategy == "ddp" else [0]  # ddp_spawn pickles the trial into its workers
-    for entries in by_trial.values():
-        assert sorted(e["rank"] for e in entries) == expected_ranks
+    for entries in by_trial.values():  # ddp_spawn pickles the trial into its workers: one process to check
+        assert sorted(e["rank"] for e in entries) == [0]
         assert all(e["args"] == entries[0]["args"] for e in entries)  # the same values on every rank
 
 
@@ -61,18 +60,31 @@ WSOLModule.training_step = _failing
 """
 
 
-def test_plain_ddp_failures_prune_or_fail_the_trial_not_the_worker(tmp_path):
+def test_plain_ddp_one_trial_same_values_on_every_rank_failures_stay_in_their_trial(tmp_path):
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(FAILING)
-    study_dir = tmp_path / "study"
+    study_dir, rank_log = tmp_path / "study", tmp_path / "ranks.jsonl"
     result = run_tune("--trainer.strategy", "ddp", *DDP[:-3], "--n-trials", "3", "--no-plots",
                       "--study-dir", str(study_dir), "--enqueue", "lr=0.0123", "--enqueue", "lr=0.0124",
                       cwd=tmp_path, data_root=tmp_path / "data",
-                      env={"OMP_NUM_THREADS": "1", "PYTHONPATH": str(hook)})
+                      env={"OMP_NUM_THREADS": "1", "PYTHONPATH": str(hook), "WSOL_TUNE_RANK_LOG": str(rank_log)})
     assert result.returncode == 0, result.stderr[-4000:]
     study = load(f"sqlite:///{study_dir}/optuna.db", "wsol-tune")
+    assert len(study.trials) == 3  # no study loop on rank 1
     diverged, oom, fine = study.trials
+    # Divergence on every rank: pruned with the reason. Out of memory on rank 1 only: rank 0 sees a broken
+    # collective, the trial fails with rank 1's message, and the worker goes on with fresh ranks.
     assert diverged.state == TrialState.PRUNED and "NonFiniteLossError" in diverged.user_attrs["reason"]
     assert oom.state == TrialState.FAIL and "rank 1: RuntimeError: CUDA out of memory" in oom.user_attrs["error"]
-    assert fine.state == TrialState.COMPLETE and sorted(fine.intermediate_values) == [0, 1]
+    assert fine.state == TrialState.COMPLETE, fine.user_attrs
+    assert sorted(fine.intermediate_values) == [0, 1]  # one report per epoch
+    assert sorted(fine.system_attrs["ddp_pl:intermediate_value"]) == ["0", "1"]
+    assert fine.value == pytest.approx(fine.intermediate_values[1], abs=1e-4)
+    by_trial = {}
+    for entry in (json.loads(line) for line in rank_log.read_text().splitlines()):
+        by_trial.setdefault(entry["trial_id"], []).append(entry)
+    assert len(by_trial) == 3
+    for entries in by_trial.values():
+        assert sorted(e["rank"] for e in entries) == [0, 1]
+        assert all(e["args"] == entries[0]["args"] for e in entries)  # the same values on every rank

@@ -67,18 +67,19 @@ def test_study_records_reproduces_and_resumes(tmp_path):
     (["--trainer.val_check_interval", "0.5"], "error: --trainer.val_check_interval=0.5: tune.py reports"),
     (["--enqueue", "bg_grid_size=2"], "error: --enqueue bg_grid_size=2: bg_grid_size=2.0 is outside the search range"),
     (["--n-trials", "0"], "error: --n-trials=0 must be >= 1"),
+    (["--data.batch_size", "0"], "error: --data.batch_size=0 must be an integer >= 1"),
+    (["--search-space", "BAD"], "error: BAD: nonsense: unknown parameter"),
 ])
-def test_refusals_are_one_line_before_any_training(tmp_path, args, message):
-    result = run_tune("--study-dir", str(tmp_path / "s"), *args, cwd=tmp_path, data_root=tmp_path / "data")
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr[-500:]
-    assert "trial " not in result.stdout and not (tmp_path / "s" / "trial-0000").exists()
+def test_refusals_are_one_line_before_any_training(tmp_path, capsys, args, message):
+    from wsol_lightning.tune import main
 
-
-def test_bad_search_space_is_refused(tmp_path):
-    space = tmp_path / "s.yaml"
+    space = tmp_path / "bad.yaml"
     space.write_text("parameters:\n  nonsense: {type: float, low: 0, high: 1}\n")
-    result = run_tune("--search-space", str(space), "--study-dir", str(tmp_path / "s"), cwd=tmp_path,
-                      data_root=tmp_path / "data")
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {space}: nonsense: unknown parameter")
+    args = [str(space) if a == "BAD" else a for a in args]
+    message = message.replace("BAD", str(space))
+    with pytest.raises(SystemExit) as exit_:
+        main(["--study-dir", str(tmp_path / "s"), "--data.data_root", str(tmp_path / "data"), *args])
+    captured = capsys.readouterr()
+    assert exit_.value.code == 2
+    assert captured.err.strip().splitlines()[-1].startswith(message), captured.err[-500:]
+    assert "trial " not in captured.out and not (tmp_path / "s" / "trial-0000").exists()
