@@ -95,3 +95,36 @@ def test_bad_maps_are_refused_naming_the_image(box_maps, tmp_path, corrupt, mess
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: bench/00007.jpg: ") and message in last, last
+
+
+def test_reference_spellings_with_boolean_values_equal_the_dashed_flags(box_maps, tmp_path):
+    common = ["--dataset_name", "CUB", "--split", "test", "--scoremap_root", str(box_maps / "scoremaps"),
+              "--metadata_root", str(box_maps / "metadata")]
+    underscore = evaluate(*common, "--multi_contour_eval", "true", "--multi_iou_eval", "True",
+                          "--cam_curve_interval", "0.01", "--iou_threshold_list", "30", "50", "70",
+                          "--json", str(tmp_path / "a.json"))
+    dashed = evaluate(*common, "--multi-contour-eval", "--multi-iou-eval", "--json", str(tmp_path / "b.json"))
+    assert underscore.returncode == 0 and dashed.returncode == 0, underscore.stderr + dashed.stderr
+    assert json.loads((tmp_path / "a.json").read_text()) == json.loads((tmp_path / "b.json").read_text())
+    assert underscore.stdout.strip().splitlines()[-1].startswith("localization: ")
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--iou-threshold-list", "30", "70"], "must contain 50"),
+    (["--cam-curve-interval", "1.5"], "must be in (0, 1)"),
+    (["--multi-contour-eval", "maybe"], "boolean value expected"),
+])
+def test_bad_flags_are_refused_in_one_line(box_maps, flags, message):
+    result = evaluate("--scoremap-root", str(box_maps / "scoremaps"), "--metadata-root", str(box_maps / "metadata"),
+                      "--dataset-name", "CUB", "--split", "test", *flags)
+    assert result.returncode == 2
+    assert message in result.stderr.strip().splitlines()[-1]
+
+
+def test_image_id_absent_from_the_metadata_is_refused(box_maps):
+    from wsol_lightning.errors import WSOLInputError
+    from wsol_lightning.evaluate import evaluate_scoremaps
+
+    metadata = load_metadata(box_maps / "metadata", "CUB", "test")
+    with pytest.raises(WSOLInputError, match="^bench/99999.jpg: image id not in the metadata"):
+        evaluate_scoremaps(str(box_maps / "scoremaps"), metadata, image_ids=["bench/00000.jpg", "bench/99999.jpg"])
