@@ -136,3 +136,12 @@ def test_validation_more_than_once_per_epoch_is_refused():
         check_trainer(ddp_trainer, storage_is_rdb=False)
     assert ddp.strategy_name(ddp_trainer) == "ddp_spawn"
     assert ddp.strategy_name(Trainer(strategy="ddp", devices=2, accelerator="cpu", logger=False)) == "ddp"
+
+
+def test_enqueue_once_recognizes_a_partial_enqueue_that_already_ran():
+    study = optuna.create_study()
+    assert enqueue_once(study, {"x": 0.0})
+    study.optimize(lambda t: t.suggest_float("x", 0, 1) + t.suggest_float("y", 0, 1), n_trials=1)
+    assert study.trials[0].params["x"] == 0.0
+    assert not enqueue_once(study, {"x": 0.0})  # a rerun of the same command does not run it again
+    assert len(study.trials) == 1
