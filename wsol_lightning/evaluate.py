@@ -28,6 +28,7 @@ import json
 import multiprocessing
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -80,6 +81,10 @@ def _worker_init() -> None:
 def _run(function, image_ids: Sequence[str], workers: int) -> List[tuple]:
     """``function`` over chunks of image ids, in ``workers`` forked processes (inline for 1 or few maps)."""
     chunks = [image_ids[i:i + CHUNK] for i in range(0, len(image_ids), CHUNK)]
+    # fork() from a process with other threads (torch, a metric's thread pool, pytest plugins) can copy a
+    # held lock into the child and hang it: fork only from a single-threaded process without torch.
+    if threading.active_count() > 1 or "torch" in sys.modules:
+        workers = 1
     if workers <= 1 or len(chunks) <= 2:
         return [function(chunk) for chunk in chunks]
     with multiprocessing.get_context("fork").Pool(min(workers, len(chunks)), initializer=_worker_init) as pool:
