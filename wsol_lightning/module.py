@@ -216,7 +216,7 @@ class WSOLModule(LightningModule):
         if "box" in self._updated[stage]:
             box = metrics["box"].compute()
             results.update(box)
-            if stage == "val" and hasattr(metrics["box"], "best_threshold"):
+            if stage == "val":
                 self.best_cam_threshold = float(metrics["box"].best_threshold())
         if "mask" in self._updated[stage]:
             results.update(metrics["mask"].compute())

@@ -14,19 +14,22 @@ import cv2
 import numpy as np
 import torch
 
+from wsol_lightning.metrics.boxes import contour_boxes_and_areas, scoremap_levels
 from wsol_lightning.metrics.geometry import SCOREMAP_SIZE
 
 
 def largest_contour_box(scoremap: np.ndarray, threshold: float) -> np.ndarray:
-    """Box ``[x0, y0, x1, y1]`` of the largest contour of ``scoremap`` above ``threshold`` (reference rule)."""
-    image = (scoremap * 255).astype(np.uint8)
-    _, binary = cv2.threshold(image, int(threshold * np.max(image)), 255, cv2.THRESH_BINARY)
-    contours = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
-    if not contours:
+    """Box ``[x0, y0, x1, y1]`` of the largest contour of ``scoremap`` above ``threshold``.
+
+    The metric kernel's own pieces (same uint8 conversion, level, contour boxes
+    and first-largest rule), so the drawn box is the one MaxBoxAcc scores.
+    """
+    u8, levels = scoremap_levels(scoremap, np.array([threshold]))
+    binary = cv2.threshold(u8, int(levels[0]), 255, cv2.THRESH_BINARY)[1]
+    boxes, twice_area = contour_boxes_and_areas(binary)
+    if len(boxes) == 0:
         return np.zeros(4, dtype=int)
-    x, y, w, h = cv2.boundingRect(max(contours, key=cv2.contourArea))
-    height, width = scoremap.shape
-    return np.array([x, y, min(x + w, width - 1), min(y + h, height - 1)])
+    return boxes[int(np.argmax(twice_area))]
 
 
 @torch.no_grad()
