@@ -159,6 +159,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-maps", type=int, default=1000)
     parser.add_argument("--no-v1", action="store_true", help="skip the largest-contour (MaxBoxAcc) rows")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each evaluate.py row (median reported)")
     parser.add_argument("--baseline", nargs=4, metavar=("DIR", "INTERVAL", "MULTI_CONTOUR", "MULTI_IOU"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -170,6 +171,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         make_maps(directory, args.num_maps)
+        os.sync()  # the maps' write-back would otherwise land in the first timed runs as I/O wait
         description = _contour_count(directory)
         common = ["--scoremap-root", str(directory / "scoremaps"), "--metadata-root", str(directory / "metadata"),
                   "--dataset-name", "CUB", "--split", "test", "--multi-iou-eval"]
@@ -184,13 +186,17 @@ def main() -> None:
                          base_seconds))
             for interval in (0.01, 0.001):
                 for workers in (2, 1):
-                    seconds, value = _timed([sys.executable, "scripts/evaluate.py", *common, *flags,
-                                             "--cam-curve-interval", str(interval), "--workers", str(workers)])
+                    command = [sys.executable, "scripts/evaluate.py", *common, *flags,
+                               "--cam-curve-interval", str(interval), "--workers", str(workers)]
+                    runs = [_timed(command) for _ in range(args.repeat)]
+                    seconds, value = sorted(runs)[len(runs) // 2]  # the median run
                     if interval == 0.01 and value != base_value:
                         raise SystemExit(f"result differs: baseline {base_value}, evaluate.py {value}")
                     rows.append(("scripts/evaluate.py", contours, interval, workers, seconds, value, base_seconds))
     print(f"{args.num_maps} maps 224x224 float32 (half CAM-like, half noisy; {description}); "
           f"{os.cpu_count()} CPU cores; whole processes, same run; localization = mean MaxBoxAcc over IoU 30/50/70")
+    print()
+    print(f"evaluate.py rows: median of {args.repeat} runs; baseline: one run")
     print()
     print("| evaluator | contours | interval | processes | seconds | speed-up vs baseline at 0.01 | localization |")
     print("|---|---|---|---|---|---|---|")

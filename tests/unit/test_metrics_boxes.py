@@ -162,3 +162,26 @@ def test_contour_boxes_are_component_boxes_on_every_4x4_image():
         got += [(x - 1, y - 1, min(x + w + 1, 3), min(y + h + 1, 3)) for x, y, w, h, _ in stats[1:]
                 if x > 0 and y > 0 and x + w < 4 and y + h < 4]
         assert sorted(got) == expected, u8
+
+
+def test_hole_counts_from_the_euler_number_equal_opencv():
+    """The hole count that lets the background sweep stop early (components - Euler number, kept
+    by the foreground sweep) equals the number of 4-connected background components not touching
+    the border, at every level of random multi-level images and of rings."""
+    rng = np.random.default_rng(11)
+    images = [(rng.integers(0, 4, rng.integers(2, 16, 2)) * 80).astype(np.uint8) for _ in range(300)]
+    ring = np.zeros((20, 20), np.uint8)
+    ring[3:17, 3:17], ring[6:14, 6:14], ring[9:11, 9:11] = 200, 0, 120  # a hole holding an island
+    images.append(ring)
+    gt = np.array([[0, 0, 1, 1]])
+    for u8 in images:
+        levels = np.arange(0, 255)
+        _, _, _, holes = kernel.component_sweeps(u8, gt, levels)
+        for level in levels[::20].tolist() + [0, 79, 80, 119, 120, 199]:
+            if level >= 255:
+                continue
+            background = (u8 <= level).astype(np.uint8)
+            count, labels = cv2.connectedComponents(background, connectivity=4)
+            touching = set(labels[0]) | set(labels[-1]) | set(labels[:, 0]) | set(labels[:, -1])
+            expected = len(set(range(1, count)) - touching) if (u8 > level).any() else 0
+            assert holes[level] == expected, (u8, level)
