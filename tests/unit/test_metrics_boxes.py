@@ -185,3 +185,26 @@ def test_hole_counts_from_the_euler_number_equal_opencv():
             touching = set(labels[0]) | set(labels[-1]) | set(labels[:, 0]) | set(labels[:, -1])
             expected = len(set(range(1, count)) - touching) if (u8 > level).any() else 0
             assert holes[level] == expected, (u8, level)
+
+
+@pytest.mark.parametrize("floor", [0.3, 0.5])
+def test_floor_keeps_every_iou_at_or_above_it_exact(floor):
+    """With a floor (BoxCounts passes its smallest IoU threshold) hole contours that cannot reach it
+    are skipped: IoUs >= floor stay exact, smaller ones may come back lower but stay below it."""
+    maps, gts = random_scoremaps(40, 21, kinds=("ring", "noisy", "multimodal"))
+    # A thin ring whose hole box beats the outer box (IoU 0.0245 vs 0.0198) although the ring's box
+    # covers under 5% of the GT box: with any floor above that, the hole is skipped.
+    ring = np.zeros((100, 100))
+    ring[0:60, 0:60] = 1.0
+    ring[20:58, 20:58] = 0.0
+    maps, gts = maps + [ring], gts + [np.array([[50, 50, 99, 99]])]
+    thresholds = np.arange(0, 1, 0.01)
+    for scoremap, gt in zip(maps, gts):
+        _, exact = best_ious_per_threshold(scoremap, gt, thresholds, largest=False)
+        _, got = best_ious_per_threshold(scoremap, gt, thresholds, largest=False, floor=floor)
+        reference = np.asarray(best_ious(scoremap, gt, thresholds)[1])
+        assert np.allclose(exact, reference, rtol=0, atol=1e-12)
+        above = reference >= floor
+        assert np.array_equal(got[above], exact[above])
+        assert np.all(got[~above] <= exact[~above]) and np.all(got[~above] < floor)
+    assert exact == pytest.approx(100 / 4081) and got == pytest.approx(121 / 6100)  # the ring: lowered

@@ -225,7 +225,7 @@ def _neighbour_tables() -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
 _RUN_STARTS8, _RUN_COUNT8, _EULER8, _RUN_STARTS4, _RUN_COUNT4 = _neighbour_tables()
 
 
-def _component_sweeps_py(u8, needed, gt, holes, ints, flags, cached):  # pragma: no cover - compiled by numba below
+def _component_sweeps_py(u8, needed, gt, holes, floor, ints, flags, cached):  # pragma: no cover - compiled by numba below
     """Best IoU over every contour's box at each needed level (``needed[L]``), from components.
 
     Foreground sweep: pixels enter from the top value down; after the pixels of
@@ -238,7 +238,15 @@ def _component_sweeps_py(u8, needed, gt, holes, ints, flags, cached):  # pragma:
     components - Euler: the background sweep stops after the last needed
     level with a hole and runs not at all for maps without holes (smooth CAMs).
 
-    ``ints`` ``[8, M]`` int32, ``flags`` ``[2, M]`` bool and ``cached`` ``[M]``
+    A hole's box lies inside the box of the component around it, so its IoU
+    with a GT box is at most the share of that GT box covered by the
+    component's box: the background sweep skips levels (and stops early) where
+    that bound cannot beat the outer borders' best, or is below ``floor``. With
+    ``floor = 0`` every returned IoU is exact; with ``floor > 0`` an IoU below
+    ``floor`` may be returned lower than it is, still below ``floor`` (the
+    counts at IoU thresholds >= ``floor`` are unchanged).
+
+    ``ints`` ``[8, M]`` int32, ``flags`` ``[2, M]`` bool and ``cached`` ``[2, M]``
     float64 (``M >= (H + 2) * (W + 2)``) are scratch space (contents
     irrelevant; reused between calls, see :func:`_workspace`).
 
@@ -284,6 +292,7 @@ def _component_sweeps_py(u8, needed, gt, holes, ints, flags, cached):  # pragma:
     components = np.zeros(NUM_LEVELS, np.int64)
     hole_best = np.zeros(NUM_LEVELS)
     hole_count = np.zeros(NUM_LEVELS, np.int64)  # holes = components - Euler number, at needed levels
+    hole_matters = np.zeros(NUM_LEVELS, np.bool_)
     result = np.zeros(NUM_LEVELS)
     euler4 = 0  # 4 x the Euler number (8-connected foreground) of the entered pixels
     last_hole_level = -1
@@ -369,9 +378,10 @@ def _component_sweeps_py(u8, needed, gt, holes, ints, flags, cached):  # pragma:
             level = v - 1 if sweep == 0 else v
             if not needed[level]:
                 continue
-            if sweep == 1 and hole_count[level] == 0:
-                continue  # no hole (no foreground, or components without holes)
+            if sweep == 1 and not hole_matters[level]:
+                continue  # no hole (no foreground, components without holes), or none can matter
             best = -1.0
+            bound = 0.0
             kept = 0
             for i in range(count):
                 r = roots[i]
@@ -394,6 +404,7 @@ def _component_sweeps_py(u8, needed, gt, holes, ints, flags, cached):  # pragma:
                         y1 = min(by1[r] + 2, height - 1)
                     area = (x1 - x0 + 1) * (y1 - y0 + 1)
                     value = 0.0
+                    cover = 0.0
                     for k in range(gt.shape[0]):
                         inter_w = max(0, min(x1, gt[k, 2]) - max(x0, gt[k, 0]) + 1)
                         inter_h = max(0, min(y1, gt[k, 3]) - max(y0, gt[k, 1]) + 1)
@@ -402,17 +413,26 @@ def _component_sweeps_py(u8, needed, gt, holes, ints, flags, cached):  # pragma:
                         iou = inter / union if union > 0 else 0.0
                         if iou > value:
                             value = iou
-                    cached[r] = value
+                        if gt_area[k] > 0 and inter > cover * gt_area[k]:
+                            cover = inter / gt_area[k]
+                    cached[0, r] = value
+                    cached[1, r] = cover
                     dirty[r] = False
-                if cached[r] > best:
-                    best = cached[r]
+                if cached[0, r] > best:
+                    best = cached[0, r]
+                if cached[1, r] > bound:
+                    bound = cached[1, r]
             count = kept
             if sweep == 0:
                 foreground_best[level] = best
                 components[level] = kept
                 hole_count[level] = kept - euler4 // 4
-                if hole_count[level] > 0 and level > last_hole_level:
-                    last_hole_level = level
+                # A hole's box lies inside its component's box, so its IoU with a GT box is at most the
+                # share of that GT box the component's box covers: holes only matter where that bound
+                # beats the outer borders' best and reaches the floor.
+                if hole_count[level] > 0 and bound > best and bound >= floor:
+                    hole_matters[level] = True
+                    last_hole_level = max(last_hole_level, level)
             else:
                 hole_best[level] = best
 
@@ -449,15 +469,15 @@ def _workspace(height: int, width: int) -> Tuple[np.ndarray, np.ndarray, np.ndar
     """
     size = (height + 2) * (width + 2)
     scratch = getattr(_SCRATCH, "arrays", None)
-    if scratch is None or scratch[2].shape[0] < size:
-        scratch = (np.empty((8, size), np.int32), np.empty((2, size), np.bool_), np.empty(size, np.float64))
+    if scratch is None or scratch[2].shape[1] < size:
+        scratch = (np.empty((8, size), np.int32), np.empty((2, size), np.bool_), np.empty((2, size), np.float64))
         _SCRATCH.arrays = scratch
     return scratch
 
 
-def component_sweeps(u8: np.ndarray, gt_boxes: np.ndarray, levels: np.ndarray, holes: bool = True
-                     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The compiled sweeps at the given levels.
+def component_sweeps(u8: np.ndarray, gt_boxes: np.ndarray, levels: np.ndarray, holes: bool = True,
+                     floor: float = 0.0) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The compiled sweeps at the given levels (``floor``: see :func:`all_contour_ious`).
 
     Returns:
         ``(V2 best IoU, foreground component count, outer-only best IoU, hole
@@ -471,29 +491,32 @@ def component_sweeps(u8: np.ndarray, gt_boxes: np.ndarray, levels: np.ndarray, h
     ints, flags, cached = _workspace(*np.shape(u8))
     every, components, outer, hole_count = _component_sweeps(
         np.ascontiguousarray(u8, dtype=np.uint8), needed, np.ascontiguousarray(gt_boxes, dtype=np.int64), holes,
-        ints, flags, cached)
+        float(floor), ints, flags, cached)
     return every[levels], components[levels], outer[levels], hole_count[levels]
 
 
-def all_contour_ious(u8: np.ndarray, gt_boxes: np.ndarray, levels: np.ndarray) -> np.ndarray:
+def all_contour_ious(u8: np.ndarray, gt_boxes: np.ndarray, levels: np.ndarray, floor: float = 0.0) -> np.ndarray:
     """V2: best IoU over every contour's box (holes included) at each given level.
 
     Args:
         u8: ``[H, W]`` uint8 map.
         gt_boxes: ``[K, 4]`` GT boxes.
         levels: integer levels in [0, 255] (mask ``u8 > level``).
+        floor: only IoUs >= ``floor`` need to be exact; one below it may come
+            back lower, still below it (hole contours that cannot reach it are
+            skipped). ``BoxCounts`` passes its smallest IoU threshold.
 
     Returns:
         ``[len(levels)]`` float64.
     """
     if _component_sweeps is None:
         return all_contour_ious_opencv(u8, gt_boxes, levels)
-    return component_sweeps(u8, gt_boxes, levels)[0]
+    return component_sweeps(u8, gt_boxes, levels, floor=floor)[0]
 
 
 # ----------------------------------------------------------------------------- per map
 def best_ious_per_threshold(scoremap: np.ndarray, gt_boxes: np.ndarray, thresholds: np.ndarray,
-                            largest: bool = True, every: bool = True
+                            largest: bool = True, every: bool = True, floor: float = 0.0
                             ) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
     """Best IoU at every threshold, for V1 (largest contour) and V2 (all contours).
 
@@ -503,6 +526,7 @@ def best_ious_per_threshold(scoremap: np.ndarray, gt_boxes: np.ndarray, threshol
         thresholds: CAM thresholds.
         largest: compute V1.
         every: compute V2.
+        floor: V2 IoUs below it need not be exact (see :func:`all_contour_ious`).
 
     Returns:
         ``(iou_largest, iou_all)``, each ``[len(thresholds)]`` float64, or None
@@ -514,7 +538,7 @@ def best_ious_per_threshold(scoremap: np.ndarray, gt_boxes: np.ndarray, threshol
     u8, levels = scoremap_levels(scoremap, thresholds)
     unique_levels, inverse = np.unique(levels, return_inverse=True)
     v1 = largest_contour_ious(u8, gt_boxes, unique_levels)[inverse] if largest else None
-    v2 = all_contour_ious(u8, gt_boxes, unique_levels)[inverse] if every else None
+    v2 = all_contour_ious(u8, gt_boxes, unique_levels, floor)[inverse] if every else None
     return v1, v2
 
 
@@ -548,7 +572,7 @@ class BoxCounts:
     def add(self, scoremap: np.ndarray, gt_boxes: np.ndarray) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
         """Count one map; returns its ``[len(iou_thresholds), T]`` hits (V1, V2; None if not counted)."""
         v1, v2 = best_ious_per_threshold(scoremap, gt_boxes, self.thresholds, self.largest is not None,
-                                         self.every is not None)
+                                         self.every is not None, min(self.iou_thresholds) / 100)
         hits = []
         for best, counts in ((v1, self.largest), (v2, self.every)):
             if best is None:
