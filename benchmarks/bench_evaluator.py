@@ -184,7 +184,7 @@ def main() -> None:
         for v2 in ([True] if args.no_v1 else [True, False]):
             flags = ["--multi-contour-eval"] if v2 else []
             contours = "every (MaxBoxAccV2)" if v2 else "largest (MaxBoxAcc)"
-            _timed([sys.executable, "-c", "import cv2, numpy, wsol_lightning.data.metadata"])  # warm the imports
+            subprocess.run([sys.executable, "-c", "import cv2, numpy, wsol_lightning.data.metadata"], cwd=ROOT)
             base_seconds, base_value = _timed([sys.executable, __file__, "--baseline", str(directory), "0.01",
                                                str(int(v2)), "1"])
             rows.append(("one findContours per map and threshold", contours, 0.01, 1, base_seconds, base_value,

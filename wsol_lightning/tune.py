@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--seed", type=int, default=0, help="sampler seed")
     study.add_argument("--search-space", default=None,
                        help="YAML search space (configs/search/*.yaml format) [bg_grid_size ~ U(0, 1), "
-                            "lr ~ LogU(0.002, 0.2)]")
+                            "lr ~ LogU(2e-4, 0.2)]")
     study.add_argument("--enqueue", action="append", default=[], metavar="NAME=VALUE[,NAME=VALUE]",
                        help="evaluate these values first (repeatable)")
     algo = parser.add_argument_group("sampler and pruner")

@@ -223,13 +223,15 @@ def _cli_value(value: Any) -> str:
 def default_search_space() -> SearchSpace:
     """The classic example: ``bg_grid_size ~ U(0, 1)`` and the learning rate log-uniform.
 
-    The learning-rate range is one decade around the default 0.02 on each side
-    (0.002 to 0.2): on the default data and a few epochs wider ranges only add
-    trials that diverge or do not move (both are pruned, but they spend the budget).
+    The learning-rate range, 2e-4 to 0.2, has the optimum of the default
+    4-epoch trials (lr ~0.001 to 0.003, measured) in its middle: with 0.002 to
+    0.2 (the first default) the best trials sat on the lower edge. Above ~0.03
+    trials are bad from the first epoch and below ~5e-4 they learn too slowly
+    for 4 epochs: the pruner stops both early.
     """
     return SearchSpace(parameters=[
         Param("model.bg_grid_size", "float", 0.0, 1.0),
-        Param("model.lr", "float", 0.002, 0.2, log=True),
+        Param("model.lr", "float", 2e-4, 0.2, log=True),
     ])
 
 
