@@ -30,9 +30,9 @@ from wsol_lightning.errors import WSOLInputError, exit_on_input_error
 
 #: fit.py arguments every trial starts from (the user's flags, ``--config`` included, come after and
 #: override them): 4 epochs, each of 10 training batches and of the first 4 validation batches
-#: (128 images of the default data), so that the default 20-trial study fits in 10 minutes on 2 CPU
-#: cores. With 6 epochs (benchmarks/bench_pruning.py) the study trained 97 epochs, ~11 s of CPU
-#: each: about 10 minutes of two cores, too close to the limit.
+#: (128 images of the default data): the default 20-trial study took 2.7 min on an idle 2-core
+#: machine (README, "Measured"). Longer trials do not help the pruner here: with 8 epochs the
+#: last-epoch values drop and the best settings are slow learners it stops (benchmarks/bench_pruning.py).
 #: Pass --trainer.limit_train_batches 1.0 --trainer.limit_val_batches 1.0 to tune on full epochs.
 TUNE_DEFAULT_ARGS = ["--trainer.max_epochs", "4", "--trainer.limit_train_batches", "10",
                      "--trainer.limit_val_batches", "4",
