@@ -16,6 +16,9 @@ Measured on an idle 2-core machine (2026-11-28), default search space (lr ~ LogU
   5.1 min, best 52.34 vs no pruner 160 epochs, 6.9 min, best 62.50 (lr 3.3e-4, a slow learner that
   the pruner stops): 30% fewer epochs, 10 points lost.
 
+* the whole 250-image validation split per epoch, ``--skip-fit --trainer.limit_val_batches 1.0``:
+  the same 11 trials pruned, 58 vs 80 epochs (28%), best 62.93 vs 64.40; 3.6 vs 4.6 min.
+
 The 40% goal is missed. Replaying the 4-epoch no-pruner curves with every n_startup_trials in
 {1, 2, 3, 5} and n_warmup_steps in {0, 1, 2}: 40% or more needs warm-up 0, which prunes the
 slow-starting small learning rates that end best (best 50.00-57.55 instead of 61.98); on the 8-epoch
