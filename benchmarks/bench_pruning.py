@@ -15,7 +15,6 @@ Measured on an idle 2-core machine (2026-11-28), default search space (lr ~ LogU
 * 8-epoch trials, ``--skip-fit --trainer.max_epochs 8``: MedianPruner 112 epochs (8 pruned),
   5.1 min, best 52.34 vs no pruner 160 epochs, 6.9 min, best 62.50 (lr 3.3e-4, a slow learner that
   the pruner stops): 30% fewer epochs, 10 points lost.
-
 * the whole 250-image validation split per epoch, ``--skip-fit --trainer.limit_val_batches 1.0``:
   the same 11 trials pruned, 58 vs 80 epochs (28%), best 62.93 vs 64.40; 3.6 vs 4.6 min.
 

@@ -47,9 +47,8 @@ distinct level (same numbers, slower). No torch import here:
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
-
 import threading
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -413,7 +412,7 @@ def _component_sweeps_py(u8, needed, gt, holes, floor, ints, flags, cached):  # 
                         iou = inter / union if union > 0 else 0.0
                         if iou > value:
                             value = iou
-                        if gt_area[k] > 0 and inter > cover * gt_area[k]:
+                        if sweep == 0 and gt_area[k] > 0 and inter > cover * gt_area[k]:
                             cover = inter / gt_area[k]
                     cached[0, r] = value
                     cached[1, r] = cover
