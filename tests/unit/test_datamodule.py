@@ -9,6 +9,7 @@ from PIL import Image
 
 from wsol_lightning.data.datamodule import WSOLDataModule
 from wsol_lightning.data.metadata import MetadataError
+from tests.one_line import one_line_error
 from wsol_lightning.errors import WSOLInputError
 
 FIXTURES = Path("/work/shared/fixtures/wsolevaluation")
@@ -124,6 +125,4 @@ def test_real_defaults_and_metadata_errors_surface(tmp_path):
     ({"metadata_root": "meta"}, "--data.metadata_root='meta' is not used with --data.dataset_name=synthetic"),
 ])
 def test_bad_flags_are_refused_at_construction(kwargs, flag):
-    with pytest.raises(WSOLInputError) as info:
-        WSOLDataModule(**kwargs)
-    assert str(info.value).startswith(flag) and "\n" not in str(info.value)
+    assert one_line_error(WSOLDataModule, **kwargs).startswith(flag)

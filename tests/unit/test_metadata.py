@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.one_line import one_line_error
 from wsol_lightning.data.metadata import MetadataError, load_metadata
-from wsol_lightning.errors import WSOLInputError
 from wsol_lightning.metrics.geometry import resize_box
 
 FIXTURES = Path("/work/shared/fixtures/wsolevaluation/metadata")
@@ -75,12 +75,7 @@ def _edit(path: Path, lineno: int, text=None):
 
 
 def _error(root, dataset="CUB", split="val") -> str:
-    with pytest.raises(MetadataError) as info:
-        load_metadata(root, dataset, split)
-    message = str(info.value)
-    assert "\n" not in message
-    assert isinstance(info.value, WSOLInputError)
-    return message
+    return one_line_error(load_metadata, root, dataset, split, expected=MetadataError)
 
 
 def _val_line(root, name, lineno):

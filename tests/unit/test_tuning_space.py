@@ -6,6 +6,7 @@ import optuna
 import pytest
 import yaml
 
+from tests.one_line import one_line_error
 from wsol_lightning.errors import WSOLInputError
 from wsol_lightning.tuning.space import (default_search_space, load_search_space, parse_enqueue, parse_search_space,
                                          resolve_name, trial_args)
@@ -75,10 +76,7 @@ def test_default_space_is_the_classic_example():
     ("parametres: {lr: {type: float, low: 0.01, high: 0.1}}", "unknown section 'parametres'"),
 ])
 def test_bad_spaces_are_one_line_errors(text, message):
-    with pytest.raises(WSOLInputError) as error:
-        space_of(text)
-    assert message in str(error.value)
-    assert "\n" not in str(error.value)
+    assert message in one_line_error(space_of, text)
 
 
 def test_missing_and_malformed_files(tmp_path):

@@ -7,6 +7,7 @@ import pytest
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from tests.one_line import one_line_error
 from wsol_lightning.errors import WSOLInputError
 from wsol_lightning.tuning import ddp
 from wsol_lightning.tuning.space import default_search_space
@@ -36,10 +37,8 @@ def test_journal_storage(tmp_path):
     ("study.db", "not an SQLAlchemy URL"),
 ])
 def test_storage_that_cannot_be_opened_is_one_line(url, fragment):
-    with pytest.raises(WSOLInputError) as error:
-        open_storage(url)
-    message = str(error.value)
-    assert message.startswith("--storage ") and fragment in message and "\n" not in message
+    message = one_line_error(open_storage, url)
+    assert message.startswith("--storage ") and fragment in message
     assert "secret" not in message
 
 
