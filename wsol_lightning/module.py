@@ -3,7 +3,9 @@
 Training: the method's batch augmentation (HaS, CutMix, ...), its forward pass
 and loss (cross-entropy, plus method terms); SGD with Nesterov momentum 0.9,
 weight decay 1e-4, new layers at ``lr * lr_classifier_ratio`` and step decay
-(x0.1 every ``lr_decay_frequency`` epochs), as wsolevaluation trains.
+(x0.1 every ``lr_decay_frequency`` epochs), as wsolevaluation trains; or, with
+``lr_schedule="cosine"``, a cosine decay to 0 over the run's optimizer steps
+(what tune.py's short trials use: the last epoch is not noisier than the first).
 
 Validation and test: the CAM of the ground-truth class becomes a 224x224 score
 map (:func:`cams_to_scoremaps`); torchmetrics metrics accumulate per batch and
@@ -40,6 +42,7 @@ from wsol_lightning.models.scoremaps import cams_to_scoremaps
 
 BackboneName = Literal[BACKBONE_NAMES]  # type: ignore[valid-type]
 MethodName = Literal[tuple(METHODS)]  # type: ignore[valid-type]
+LRSchedule = Literal["step", "cosine"]
 
 #: The metric every run monitors and every trial reports.
 MONITOR = "val/localization"
@@ -63,7 +66,9 @@ class WSOLModule(LightningModule):
         lr_classifier_ratio: multiplier of ``lr`` for new layers (classifier, ...).
         momentum: SGD momentum (Nesterov).
         weight_decay: SGD weight decay.
-        lr_decay_frequency: epochs between x0.1 learning-rate steps.
+        lr_decay_frequency: epochs between x0.1 learning-rate steps (``lr_schedule="step"``).
+        lr_schedule: ``"step"`` (x0.1 every ``lr_decay_frequency`` epochs, wsolevaluation's) or
+            ``"cosine"`` (per optimizer step, from ``lr`` to 0 at the run's last step).
         cam_curve_interval: spacing of the CAM thresholds of the box/mask metrics.
         **method_hparams: the methods' knobs (``bg_grid_size``, ``has_drop_rate``,
             ...); only those of ``wsol_method`` act, all are recorded.
@@ -81,6 +86,7 @@ class WSOLModule(LightningModule):
         momentum: float = 0.9,
         weight_decay: float = 1e-4,
         lr_decay_frequency: int = 30,
+        lr_schedule: LRSchedule = "step",
         cam_curve_interval: float = 0.01,
         **method_hparams: Any,
     ) -> None:
@@ -92,6 +98,8 @@ class WSOLModule(LightningModule):
         _check_range("weight_decay", weight_decay, 0.0, 1.0)
         _check_range("lr_decay_frequency", lr_decay_frequency, 1, 10**6)
         _check_range("cam_curve_interval", cam_curve_interval, 0.0, 0.5, open_low=True)
+        if lr_schedule not in ("step", "cosine"):
+            raise WSOLInputError(f"--model.lr_schedule: {lr_schedule!r} is not one of 'step', 'cosine'")
         known = all_hyperparameters()
         unknown = sorted(set(method_hparams) - set(known))
         if unknown:
@@ -104,7 +112,7 @@ class WSOLModule(LightningModule):
             "num_classes": num_classes, "backbone": backbone, "wsol_method": wsol_method,
             "pretrained": pretrained, "pretrained_path": pretrained_path, "lr": lr,
             "lr_classifier_ratio": lr_classifier_ratio, "momentum": momentum, "weight_decay": weight_decay,
-            "lr_decay_frequency": lr_decay_frequency, "cam_curve_interval": cam_curve_interval, **values})
+            "lr_decay_frequency": lr_decay_frequency, "lr_schedule": lr_schedule, "cam_curve_interval": cam_curve_interval, **values})
 
         method_cls = get_method(wsol_method)
         if backbone in method_cls.unsupported_backbones:
@@ -170,6 +178,10 @@ class WSOLModule(LightningModule):
         optimizer = torch.optim.SGD([g for g in groups if g["params"]], lr=self.hparams.lr,
                                     momentum=self.hparams.momentum, weight_decay=self.hparams.weight_decay,
                                     nesterov=self.hparams.momentum > 0)
+        if self.hparams.get("lr_schedule", "step") == "cosine":
+            total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=self.hparams.lr_decay_frequency, gamma=0.1)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 

@@ -33,11 +33,36 @@ def test_lr_steps_down_every_decay_frequency():
     assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001])
 
 
+def test_cosine_schedule_falls_from_lr_to_zero_over_the_runs_steps(tmp_path):
+    from lightning.pytorch import Callback, Trainer
+    from torch.utils.data import DataLoader
+
+    seen = []
+
+    class RecordLR(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append([group["lr"] for group in trainer.optimizers[0].param_groups])
+
+    module = WSOLModule(num_classes=3, wsol_method="base", lr=0.1, lr_classifier_ratio=10.0, lr_schedule="cosine")
+    batches = [{"image": torch.randn(2, 3, 64, 64), "label": torch.tensor([0, 1])} for _ in range(3)]
+    trainer = Trainer(max_epochs=2, limit_val_batches=0, callbacks=[RecordLR()], logger=False,
+                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                      default_root_dir=tmp_path, accelerator="cpu")
+    trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None))
+    total = 6  # 2 epochs x 3 batches
+    expected = [(1 + math.cos(math.pi * step / total)) / 2 for step in range(total)]
+    start = {group["initial_lr"] for group in trainer.optimizers[0].param_groups}
+    assert start <= {0.1, 1.0} and start  # lr, and lr x ratio for the new layers
+    for group, initial in enumerate(group["initial_lr"] for group in trainer.optimizers[0].param_groups):
+        assert [lrs[group] for lrs in seen] == pytest.approx([initial * f for f in expected])
+
+
 @pytest.mark.parametrize("kwargs,message", [
     ({"bg_grid_size": 1.5}, r"--model.bg_grid_size=1.5 is out of range \[0.0, 1.0\]"),
     ({"lr": 0.0}, r"--model.lr=0.0 is out of range"),
     ({"has_drop_rate": -0.1}, r"--model.has_drop_rate=-0.1 is out of range"),
     ({"cam_curve_interval": 0.0}, r"--model.cam_curve_interval=0.0 is out of range"),
+    ({"lr_schedule": "linear"}, r"--model.lr_schedule: 'linear' is not one of 'step', 'cosine'"),
     ({"nonsense": 1}, r"--model.nonsense: unknown hyperparameter"),
     ({"wsol_method": "magic"}, r"--model.wsol_method=magic: unknown method"),
 ])
