@@ -144,3 +144,16 @@ def test_enqueue_once_recognizes_a_partial_enqueue_that_already_ran():
     assert study.trials[0].params["x"] == 0.0
     assert not enqueue_once(study, {"x": 0.0})  # a rerun of the same command does not run it again
     assert len(study.trials) == 1
+
+
+def test_tune_defaults_are_the_benchmarked_trials_and_pruner(tmp_path):
+    """benchmarks/bench_pruning.py measured these (README, "Measured"): 8 epochs of 5 batches, cosine lr,
+    MedianPruner after 5 trials from the second epoch."""
+    from wsol_lightning.cli import build_run
+    from wsol_lightning.tune import TUNE_DEFAULT_ARGS, build_parser
+
+    options, _ = build_parser().parse_known_args([])
+    assert (options.pruner, options.n_startup_trials, options.n_warmup_steps) == ("median", 5, 1)
+    run = build_run([*TUNE_DEFAULT_ARGS, "--data.data_root", str(tmp_path / "data"), "--run_dir", str(tmp_path / "r")])
+    assert (run.trainer.max_epochs, run.trainer.limit_train_batches, run.trainer.limit_val_batches) == (8, 5, 4)
+    assert run.model.hparams.lr_schedule == "cosine"

@@ -224,10 +224,10 @@ def default_search_space() -> SearchSpace:
     """The classic example: ``bg_grid_size ~ U(0, 1)`` and the learning rate log-uniform.
 
     The learning-rate range, 2e-4 to 0.2, has the optimum of the default
-    4-epoch trials (lr ~0.001 to 0.003, measured) in its middle: with 0.002 to
+    40-batch trials (lr ~0.002 to 0.004, measured) in its middle: with 0.002 to
     0.2 (the first default) the best trials sat on the lower edge. Above ~0.03
-    trials are bad from the first epoch and below ~5e-4 they learn too slowly
-    for 4 epochs: the pruner stops both early.
+    trials are bad from the first epochs and below ~5e-4 they learn too slowly
+    for 40 batches: the pruner stops both early.
     """
     return SearchSpace(parameters=[
         Param("model.bg_grid_size", "float", 0.0, 1.0),
