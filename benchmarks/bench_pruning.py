@@ -63,14 +63,19 @@ def run(command, log: Path):
     return wall, _children_cpu() - cpu
 
 
+def load_arm(out: Path, name: str) -> optuna.Study:
+    """The study of arm ``name`` (``median-seed0``, ...) that :func:`arm` ran under ``out``."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=f"bench-{name}", storage=f"sqlite:///{out}/tune-{name}/optuna.db")
+
+
 def arm(pruner: str, seed: int, out: Path, n_trials: int, extra) -> dict:
     name = f"{pruner}-seed{seed}"
     study_dir = out / f"tune-{name}"
     command = [sys.executable, str(ROOT / "scripts" / "tune.py"), "--study-dir", str(study_dir), "--pruner", pruner,
                "--n-trials", str(n_trials), "--study-name", f"bench-{name}", "--seed", str(seed), *extra]
     wall, cpu = run(command, out / f"tune-{name}.log")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=f"bench-{name}", storage=f"sqlite:///{study_dir}/optuna.db")
+    study = load_arm(out, name)
     trials = study.trials
     return {"pruner": pruner, "seed": seed, "wall": wall, "cpu": cpu, "study": study,
             "epochs": sum(int(t.user_attrs.get("epochs", 0)) for t in trials),
@@ -110,10 +115,7 @@ def main() -> None:
     out = Path(options.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     if options.fit_only:
-        name = f"median-seed{options.seeds[0]}"
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.load_study(study_name=f"bench-{name}", storage=f"sqlite:///{out}/tune-{name}/optuna.db")
-        return compare_fits(study.best_params, out)
+        return compare_fits(load_arm(out, f"median-seed{options.seeds[0]}").best_params, out)
 
     pairs = [(arm("median", seed, out, options.n_trials, extra), arm("none", seed, out, options.n_trials, extra))
              for seed in options.seeds]

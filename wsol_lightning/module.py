@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Dict, Literal, Optional, Tuple
+from typing import Any, Dict, Literal, Optional, Tuple, get_args
 
 import torch
 from lightning.pytorch import LightningModule
@@ -98,8 +98,9 @@ class WSOLModule(LightningModule):
         _check_range("weight_decay", weight_decay, 0.0, 1.0)
         _check_range("lr_decay_frequency", lr_decay_frequency, 1, 10**6)
         _check_range("cam_curve_interval", cam_curve_interval, 0.0, 0.5, open_low=True)
-        if lr_schedule not in ("step", "cosine"):
-            raise WSOLInputError(f"--model.lr_schedule: {lr_schedule!r} is not one of 'step', 'cosine'")
+        if lr_schedule not in get_args(LRSchedule):
+            choices = ", ".join(repr(choice) for choice in get_args(LRSchedule))
+            raise WSOLInputError(f"--model.lr_schedule: {lr_schedule!r} is not one of {choices}")
         known = all_hyperparameters()
         unknown = sorted(set(method_hparams) - set(known))
         if unknown:
@@ -112,7 +113,8 @@ class WSOLModule(LightningModule):
             "num_classes": num_classes, "backbone": backbone, "wsol_method": wsol_method,
             "pretrained": pretrained, "pretrained_path": pretrained_path, "lr": lr,
             "lr_classifier_ratio": lr_classifier_ratio, "momentum": momentum, "weight_decay": weight_decay,
-            "lr_decay_frequency": lr_decay_frequency, "lr_schedule": lr_schedule, "cam_curve_interval": cam_curve_interval, **values})
+            "lr_decay_frequency": lr_decay_frequency, "lr_schedule": lr_schedule,
+            "cam_curve_interval": cam_curve_interval, **values})
 
         method_cls = get_method(wsol_method)
         if backbone in method_cls.unsupported_backbones:
@@ -178,7 +180,7 @@ class WSOLModule(LightningModule):
         optimizer = torch.optim.SGD([g for g in groups if g["params"]], lr=self.hparams.lr,
                                     momentum=self.hparams.momentum, weight_decay=self.hparams.weight_decay,
                                     nesterov=self.hparams.momentum > 0)
-        if self.hparams.get("lr_schedule", "step") == "cosine":
+        if self.hparams.lr_schedule == "cosine":
             total_steps = max(1, int(self.trainer.estimated_stepping_batches))
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
