@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.fixtures import WSOLEVAL_FIXTURES
+
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "wsolevaluation"
+FIXTURES = WSOLEVAL_FIXTURES
 TINY = ["--data.synthetic_num_train", "64", "--data.synthetic_num_val", "32", "--data.synthetic_num_test", "32",
         "--data.batch_size", "16", "--trainer.enable_progress_bar", "false"]
 
