@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import pytest
 import torch
 
@@ -27,11 +28,24 @@ def test_fit_trains_tests_and_writes_the_run_directory(tmp_path):
                      "--run_dir", str(tmp_path / "run"), *TINY, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"run directory: {tmp_path / 'run'}" in result.stdout
-    for name in ("val/top1", "val/MaxBoxAcc", "val/MaxBoxAccV2", "val/top1_loc", "val/PxAP", "val/localization",
-                 "test/MaxBoxAccV2", "test/localization"):
-        assert name in result.stdout, name
+    printed = dict(line.split() for line in result.stdout.splitlines() if line.startswith("  val/")
+                   or line.startswith("  test/"))
+    names = ("top1", "MaxBoxAcc", "MaxBoxAccV2", "MaxBoxAccV2_IoU30", "MaxBoxAccV2_IoU50", "MaxBoxAccV2_IoU70",
+             "top1_loc", "PxAP", "localization")
+    assert set(printed) == {f"{stage}/{name}" for stage in ("val", "test") for name in names}
+    for stage in ("val", "test"):
+        value = {name: float(printed[f"{stage}/{name}"]) for name in names}
+        for name in ("top1", "MaxBoxAcc", "MaxBoxAccV2_IoU30", "MaxBoxAccV2_IoU50", "MaxBoxAccV2_IoU70", "top1_loc"):
+            hits = value[name] * 32 / 100  # a count of the split's 32 images, each counted once
+            assert abs(hits - round(hits)) < 0.01 and 0 <= round(hits) <= 32, (stage, name, value[name])
+        ious = [value[f"MaxBoxAccV2_IoU{k}"] for k in (30, 50, 70)]
+        assert value["MaxBoxAccV2"] == pytest.approx(sum(ious) / 3, abs=0.01)
+        assert value["localization"] == value["MaxBoxAccV2"]  # a box dataset: localization is MaxBoxAccV2
+        assert ious[0] >= ious[1] >= ious[2] and ious[1] >= value["MaxBoxAcc"]  # every contour >= the largest
+        assert value["top1_loc"] <= min(value["top1"], value["MaxBoxAcc"]) and 0 < value["PxAP"] < 100
     version = tmp_path / "run" / "lightning_logs" / "version_0"
-    assert (tmp_path / "run" / "cam_grid.png").stat().st_size > 10_000
+    grid = cv2.imread(str(tmp_path / "run" / "cam_grid.png"))
+    assert grid.shape == (4 * 3 * 80, 4 * 3 * 80, 3)  # 16 val images in 4 x 4 cells of 3 inches at 80 dpi
     assert (version / "config.yaml").read_text().count("bg_grid_size: 0.4") == 2
     checkpoints = sorted(p.name for p in (version / "checkpoints").iterdir())
     assert "last.ckpt" in checkpoints and any(name.startswith("best-epoch") for name in checkpoints)
