@@ -24,7 +24,7 @@ def postgres_url():
     reason instead, so a broken installation cannot hide them. Any other failure of the script fails.
     """
     script = ROOT / "scripts" / "start_postgres.sh"
-    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=900)
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=540)
     if result.returncode == 0:
         return result.stdout.strip().splitlines()[-1]
     lines = result.stderr.strip().splitlines()
