@@ -91,14 +91,21 @@ def best_ious(scoremap, gt_boxes, thresholds):
 def max_box_acc_both(scoremaps, gt_boxes_list, interval, iou_thresholds):
     """``(V1, V2)``: per IoU threshold, the best-threshold accuracy (%), as BoxEvaluator.compute."""
     thresholds = list(np.arange(0, 1, interval))
-    correct = {mode: {k: np.zeros(len(thresholds)) for k in iou_thresholds} for mode in ("v1", "v2")}
-    for scoremap, gt_boxes in zip(scoremaps, gt_boxes_list):
-        for mode, ious in zip(("v1", "v2"), best_ious(scoremap, gt_boxes, thresholds)):
+    return max_box_acc_from_ious([best_ious(scoremap, gt_boxes, thresholds)
+                                  for scoremap, gt_boxes in zip(scoremaps, gt_boxes_list)], iou_thresholds)
+
+
+def max_box_acc_from_ious(per_map_ious, iou_thresholds):
+    """``(V1, V2)`` accuracies from each map's ``best_ious`` lists (what BoxEvaluator accumulates)."""
+    count = len(per_map_ious[0][0])
+    correct = {mode: {k: np.zeros(count) for k in iou_thresholds} for mode in ("v1", "v2")}
+    for map_ious in per_map_ious:
+        for mode, ious in zip(("v1", "v2"), map_ious):
             for index, value in enumerate(ious):
                 for k in iou_thresholds:
                     if value >= k / 100:
                         correct[mode][k][index] += 1
-    return tuple([float((correct[mode][k] * 100. / float(len(scoremaps))).max()) for k in iou_thresholds]
+    return tuple([float((correct[mode][k] * 100. / float(len(per_map_ious))).max()) for k in iou_thresholds]
                  for mode in ("v1", "v2"))
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.reference_wsol_metrics import best_ious, max_box_acc_both, pxap, random_scoremaps
+from tests.reference_wsol_metrics import best_ious, max_box_acc_from_ious, pxap, random_scoremaps
 from wsol_lightning.metrics.localization import BoxLocalization, MaskLocalization, metric_executor
 
 KINDS = ("multimodal", "ring", "plateaus", "noisy", "flat")
@@ -35,10 +35,18 @@ def _feed(metric, maps, boxes, correct, batch=16):
 
 
 @pytest.fixture(scope="module")
-def sample():
+def per_map_ious():
+    """50 float32 maps (what the module feeds), GT boxes and the reference's best IoUs per map and threshold."""
     maps, boxes = random_scoremaps(50, 11, kinds=KINDS)
-    maps = [m.astype(np.float32) for m in maps]  # what the module feeds (and what is saved)
-    ref_v1, ref_v2 = max_box_acc_both(maps, boxes, 0.01, [30, 50, 70])
+    maps = [m.astype(np.float32) for m in maps]
+    return maps, boxes, [best_ious(m, b, np.arange(0, 1, 0.01)) for m, b in zip(maps, boxes)]
+
+
+@pytest.fixture(scope="module")
+def sample(per_map_ious):
+    """The maps, their boxes and the reference's (V1, V2) accuracies at IoU 30/50/70."""
+    maps, boxes, ious = per_map_ious
+    ref_v1, ref_v2 = max_box_acc_from_ious(ious, [30, 50, 70])
     return maps, boxes, ref_v1, ref_v2
 
 
@@ -58,21 +66,21 @@ def test_box_metric_equals_the_reference(sample, asynchronous):
     assert float(result["top1_loc"]) == pytest.approx(ref_v1[1], abs=1e-4)  # every class right
 
 
-def test_top1_loc_counts_right_class_and_iou_at_the_best_v1_threshold(sample):
-    maps, boxes, _, _ = sample
+def test_top1_loc_counts_right_class_and_iou_at_the_best_v1_threshold(per_map_ious):
+    maps, boxes, ious = per_map_ious
     rng = np.random.default_rng(0)
     correct = rng.random(len(maps)) < 0.5
     metric = BoxLocalization()
     _feed(metric, maps, boxes, correct)
     result = metric.compute()
     thresholds = np.arange(0, 1, 0.01)
-    v1 = np.array([best_ious(m, b, thresholds)[0] for m, b in zip(maps, boxes)])  # [N, T]
+    v1 = np.array([map_ious[0] for map_ious in ious])  # [N, T]
     best_t = int(np.argmax((v1 >= 0.5).sum(0)))
     expected = 100.0 * np.sum(correct & (v1[:, best_t] >= 0.5)) / len(maps)
     assert float(result["top1_loc"]) == pytest.approx(expected, abs=1e-4)
     assert metric.best_threshold() == pytest.approx(thresholds[best_t])
     none_right = BoxLocalization()
-    _feed(none_right, maps, boxes, np.zeros(len(maps), bool))
+    _feed(none_right, maps[:10], boxes[:10], np.zeros(10, bool))
     assert float(none_right.compute()["top1_loc"]) == 0.0
 
 
@@ -96,16 +104,16 @@ def test_states_of_two_processes_sum_to_the_whole(sample):
 def test_reset_drops_queued_work_and_repeated_use_does_not_accumulate(sample):
     maps, boxes, ref_v1, _ = sample
     metric = BoxLocalization()
-    _feed(metric, maps, boxes, np.ones(len(maps), bool))  # queued, never computed
+    _feed(metric, maps[:10], boxes[:10], np.ones(10, bool))  # queued, never computed
     metric.reset()
     assert metric._pending == [] and int(metric.count) == 0 and int(metric.correct_all.sum()) == 0
     for _ in range(3):  # three "fits"
-        _feed(metric, maps[:20], boxes[:20], np.ones(20, bool))
+        _feed(metric, maps[:10], boxes[:10], np.ones(10, bool))
         first = metric.compute()
         metric.reset()
-    _feed(metric, maps[:20], boxes[:20], np.ones(20, bool))
+    _feed(metric, maps[:10], boxes[:10], np.ones(10, bool))
     assert {k: float(v) for k, v in metric.compute().items()} == {k: float(v) for k, v in first.items()}
-    assert int(metric.count) == 20
+    assert int(metric.count) == 10
 
 
 def test_pickling_and_deepcopy_with_queued_work(sample):
