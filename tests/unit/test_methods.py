@@ -206,7 +206,7 @@ def test_spg_guidance_masks_use_the_configured_thresholds():
     terms = [bce_over_labelled(guide[f"logits_{k}"].detach(), guide[f"mask_{k}"]) for k in ("b2", "b1", "c")]
     assert all(term > 0.01 for term in terms)  # each term counts, so a dropped one shows
     expected = F.cross_entropy(outputs["logits"].detach().double(), labels) + sum(terms)
-    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-5)
 
 
 def test_spg_cam_is_the_raw_class_map():
