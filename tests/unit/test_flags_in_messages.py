@@ -15,7 +15,6 @@ Shell scripts are left out (``start_postgres.sh --stop`` is their own argument).
 import argparse
 import ast
 import re
-import sys
 from pathlib import Path
 from typing import Dict, Iterator, Set, Tuple
 from unittest import mock

@@ -2,8 +2,6 @@
 
 import cv2
 import numpy as np
-import pytest
-import torch
 
 from tests.reference_wsol_metrics import contour_boxes, random_scoremaps
 from wsol_lightning.visualize import largest_contour_box, save_cam_grid
