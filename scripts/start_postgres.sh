@@ -11,7 +11,10 @@
 # 55432) only, with its socket in the data directory, then a user and a database
 # ($WSOL_PG_USER / $WSOL_PG_PASSWORD / $WSOL_PG_DB, default wsol / wsol / wsol_optuna).
 # A second call finds the server running and only prints the URL.
-# Exit status 3: PostgreSQL is not installed and cannot be installed here.
+# $WSOL_PG_BINDIR, when set, is the folder of the server binaries (initdb, pg_ctl, psql) to use
+# instead of searching for them (and nothing is installed).
+# Exit status 3: PostgreSQL is not installed and cannot be installed here (the last stderr line says
+# why: no root, no apt-get, apt-get failed, no binaries in $WSOL_PG_BINDIR).
 set -euo pipefail
 
 DIR="${WSOL_PG_DIR:-/tmp/wsol_lightning_pg}"
@@ -35,7 +38,14 @@ find_bindir() {
     return 1
 }
 
-BIN="$(find_bindir || true)"
+if [ -n "${WSOL_PG_BINDIR:-}" ]; then
+    BIN="$WSOL_PG_BINDIR"
+    if [ ! -x "$BIN/initdb" ] || [ ! -x "$BIN/pg_ctl" ]; then
+        say "WSOL_PG_BINDIR=$BIN holds no PostgreSQL server binaries (initdb, pg_ctl)"; exit 3
+    fi
+else
+    BIN="$(find_bindir || true)"
+fi
 if [ -z "$BIN" ]; then
     if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
         SUDO="sudo -n"; else

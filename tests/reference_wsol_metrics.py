@@ -4,27 +4,36 @@ One ``cv2.threshold`` + ``cv2.findContours(RETR_TREE, CHAIN_APPROX_SIMPLE)`` per
 map and threshold, one ``cv2.boundingRect`` per contour and ``max(contours,
 key=cv2.contourArea)`` for the largest, Python loops over maps and thresholds:
 obviously the published algorithm (Choe et al., CVPR 2020), and nothing shared
-with the package's kernel. The only liberty: V1 (largest contour) and V2 (every
+with the package's kernel. The only liberties: V1 (largest contour) and V2 (every
 contour) are read from the same contour search, since the reference computes
-both from the same ``RETR_TREE`` output.
+both from the same ``RETR_TREE`` output; and thresholds that fall on the same
+``cv2.threshold`` level reuse that level's search (same binary image, same boxes).
+
+Its inputs are read here too, from the split's text files and the mask PNGs
+(``gt_boxes_from_files``, ``mask_paths_from_files``, ``gt_mask``), so a parity test
+also checks the package's box rescaling, mask decoding, resizing and ignore region.
 """
+
+import os
 
 import cv2
 import numpy as np
 
 
-def boxes_at_threshold(scoremap, threshold, multi_contour_eval):
-    """The reference's boxes of one map at one CAM threshold."""
-    every, largest = contour_boxes(scoremap, threshold)
-    return every if multi_contour_eval else largest
-
-
 def contour_boxes(scoremap, threshold):
     """``(every contour's box, [the largest contour's box])``; ``[[0, 0, 0, 0]]`` for both without contours."""
+    image = _uint8_image(scoremap)
+    return _contour_boxes_at(image, int(threshold * np.max(image)))
+
+
+def _uint8_image(scoremap):
     scoremap = np.asarray(scoremap, dtype=np.float64)  # evaluate_wsol's t2n casts every map to float64
-    height, width = scoremap.shape
-    image = np.expand_dims((scoremap * 255).astype(np.uint8), 2)
-    _, binary = cv2.threshold(src=image, thresh=int(threshold * np.max(image)), maxval=255, type=cv2.THRESH_BINARY)
+    return np.expand_dims((scoremap * 255).astype(np.uint8), 2)
+
+
+def _contour_boxes_at(image, level):
+    height, width = image.shape[:2]
+    _, binary = cv2.threshold(src=image, thresh=level, maxval=255, type=cv2.THRESH_BINARY)
     contours = cv2.findContours(image=binary, mode=cv2.RETR_TREE, method=cv2.CHAIN_APPROX_SIMPLE)[0]
     if len(contours) == 0:
         return [[0, 0, 0, 0]], [[0, 0, 0, 0]]
@@ -60,26 +69,43 @@ def best_iou(boxes, gt_boxes):
 
 
 def best_ious(scoremap, gt_boxes, thresholds):
-    """Per threshold, the best IoU of V1 (largest contour) and of V2 (every contour): two lists."""
+    """Per threshold, the best IoU of V1 (largest contour) and of V2 (every contour): two lists.
+
+    Thresholds that give the same ``cv2.threshold`` level give the same binary image, so each
+    distinct level is searched once (at interval 0.001, 1000 thresholds share at most 256 levels).
+    """
+    image = _uint8_image(scoremap)
+    top = np.max(image)
+    at_level = {}
     v1, v2 = [], []
     for threshold in thresholds:
-        every, largest = contour_boxes(scoremap, threshold)
-        v1.append(best_iou(largest, gt_boxes))
-        v2.append(best_iou(every, gt_boxes))
+        level = int(threshold * top)
+        if level not in at_level:
+            every, largest = _contour_boxes_at(image, level)
+            at_level[level] = (best_iou(largest, gt_boxes), best_iou(every, gt_boxes))
+        v1.append(at_level[level][0])
+        v2.append(at_level[level][1])
     return v1, v2
 
 
 def max_box_acc_both(scoremaps, gt_boxes_list, interval, iou_thresholds):
     """``(V1, V2)``: per IoU threshold, the best-threshold accuracy (%), as BoxEvaluator.compute."""
     thresholds = list(np.arange(0, 1, interval))
-    correct = {mode: {k: np.zeros(len(thresholds)) for k in iou_thresholds} for mode in ("v1", "v2")}
-    for scoremap, gt_boxes in zip(scoremaps, gt_boxes_list):
-        for mode, ious in zip(("v1", "v2"), best_ious(scoremap, gt_boxes, thresholds)):
+    return max_box_acc_from_ious([best_ious(scoremap, gt_boxes, thresholds)
+                                  for scoremap, gt_boxes in zip(scoremaps, gt_boxes_list)], iou_thresholds)
+
+
+def max_box_acc_from_ious(per_map_ious, iou_thresholds):
+    """``(V1, V2)`` accuracies from each map's ``best_ious`` lists (what BoxEvaluator accumulates)."""
+    count = len(per_map_ious[0][0])
+    correct = {mode: {k: np.zeros(count) for k in iou_thresholds} for mode in ("v1", "v2")}
+    for map_ious in per_map_ious:
+        for mode, ious in zip(("v1", "v2"), map_ious):
             for index, value in enumerate(ious):
                 for k in iou_thresholds:
                     if value >= k / 100:
                         correct[mode][k][index] += 1
-    return tuple([float((correct[mode][k] * 100. / float(len(scoremaps))).max()) for k in iou_thresholds]
+    return tuple([float((correct[mode][k] * 100. / float(len(per_map_ious))).max()) for k in iou_thresholds]
                  for mode in ("v1", "v2"))
 
 
@@ -107,6 +133,56 @@ def pxap(scoremaps, masks, interval):
         precision = tp / (tp + fp)
         recall = tp / (tp + fn)
     return float((precision[1:] * np.diff(recall))[nonzero[1:]].sum() * 100)
+
+
+def gt_boxes_from_files(metadata_dir, size=224):
+    """``{image_id: [[x0, y0, x1, y1], ...]}`` at ``size``, straight from the split's text files.
+
+    wsolevaluation's ``get_image_sizes`` + ``get_bounding_boxes`` + ``resize_bbox``:
+    ``int(coord * size / side)``, x by the width, y by the height. Nothing of the package's reader.
+    """
+    sizes = {}
+    with open(os.path.join(metadata_dir, "image_sizes.txt")) as f:
+        for line in f.readlines():
+            image_id, width, height = line.strip("\n").split(",")
+            sizes[image_id] = (int(width), int(height))
+    boxes = {}
+    with open(os.path.join(metadata_dir, "localization.txt")) as f:
+        for line in f.readlines():
+            image_id, x0, y0, x1, y1 = line.strip("\n").split(",")
+            width, height = sizes[image_id]
+            boxes.setdefault(image_id, []).append([int(int(x0) * size / width), int(int(y0) * size / height),
+                                                   int(int(x1) * size / width), int(int(y1) * size / height)])
+    return boxes
+
+
+def mask_paths_from_files(metadata_dir, name="localization.txt"):
+    """``({image_id: [mask paths]}, {image_id: ignore path})``, as wsolevaluation's ``get_mask_paths``."""
+    mask_paths, ignore_paths = {}, {}
+    with open(os.path.join(metadata_dir, name)) as f:
+        for line in f.readlines():
+            image_id, mask_path, ignore_path = line.strip("\n").split(",")
+            if image_id in mask_paths:
+                mask_paths[image_id].append(mask_path)
+            else:
+                mask_paths[image_id] = [mask_path]
+                ignore_paths[image_id] = ignore_path
+    return mask_paths, ignore_paths
+
+
+def gt_mask(mask_root, mask_paths, ignore_path, size=224):
+    """wsolevaluation's ``get_mask``: union of the instance masks (1), ignore box minus it (255), else 0.
+
+    Each PNG is read grayscale, resized nearest-neighbour to ``size`` x ``size`` and taken ``> 0.5``.
+    """
+    def read(path):
+        image = cv2.imread(os.path.join(mask_root, path), cv2.IMREAD_GRAYSCALE)
+        return cv2.resize(image, (size, size), interpolation=cv2.INTER_NEAREST) > 0.5
+
+    foreground = np.stack([read(path) for path in mask_paths], axis=0).any(axis=0)
+    ignore = np.logical_and(read(ignore_path), np.logical_not(foreground)) if ignore_path else \
+        np.zeros_like(foreground)
+    return foreground.astype(np.uint8) + 255 * ignore.astype(np.uint8)
 
 
 KINDS = ("multimodal", "ring", "plateaus", "noisy", "flat")

@@ -13,7 +13,9 @@ from typing import Optional
 import cv2
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
+from wsol_lightning.data.datasets import collate
 from wsol_lightning.metrics.boxes import contour_boxes_and_areas, scoremap_levels
 from wsol_lightning.metrics.geometry import SCOREMAP_SIZE
 
@@ -55,7 +57,9 @@ def save_cam_grid(model, datamodule, path: Path, num_images: int = 16, threshold
     if threshold is None:
         threshold = model.best_cam_threshold if model.best_cam_threshold is not None else 0.5
     datamodule.setup("validate")
-    batch = next(iter(datamodule.val_dataloader()))
+    # The split's first images, read directly: under DDP val_dataloader() holds this rank's share only.
+    batch = next(iter(DataLoader(datamodule.datasets["val"], batch_size=num_images, shuffle=False,
+                                 collate_fn=collate)))
     images = batch["image"][:num_images]
     labels = batch["label"][:num_images]
     was_training = model.training

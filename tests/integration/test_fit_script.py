@@ -5,11 +5,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import pytest
 import torch
 
+from tests.fixtures import WSOLEVAL_FIXTURES
+from tests.one_line import one_line_error
+from wsol_lightning.fit import main
+
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "wsolevaluation"
+FIXTURES = WSOLEVAL_FIXTURES
 TINY = ["--data.synthetic_num_train", "64", "--data.synthetic_num_val", "32", "--data.synthetic_num_test", "32",
         "--data.batch_size", "16", "--trainer.enable_progress_bar", "false"]
 
@@ -25,11 +30,24 @@ def test_fit_trains_tests_and_writes_the_run_directory(tmp_path):
                      "--run_dir", str(tmp_path / "run"), *TINY, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"run directory: {tmp_path / 'run'}" in result.stdout
-    for name in ("val/top1", "val/MaxBoxAcc", "val/MaxBoxAccV2", "val/top1_loc", "val/PxAP", "val/localization",
-                 "test/MaxBoxAccV2", "test/localization"):
-        assert name in result.stdout, name
+    printed = dict(line.split() for line in result.stdout.splitlines() if line.startswith("  val/")
+                   or line.startswith("  test/"))
+    names = ("top1", "MaxBoxAcc", "MaxBoxAccV2", "MaxBoxAccV2_IoU30", "MaxBoxAccV2_IoU50", "MaxBoxAccV2_IoU70",
+             "top1_loc", "PxAP", "localization")
+    assert set(printed) == {f"{stage}/{name}" for stage in ("val", "test") for name in names}
+    for stage in ("val", "test"):
+        value = {name: float(printed[f"{stage}/{name}"]) for name in names}
+        for name in ("top1", "MaxBoxAcc", "MaxBoxAccV2_IoU30", "MaxBoxAccV2_IoU50", "MaxBoxAccV2_IoU70", "top1_loc"):
+            hits = value[name] * 32 / 100  # a count of the split's 32 images, each counted once
+            assert abs(hits - round(hits)) < 0.01 and 0 <= round(hits) <= 32, (stage, name, value[name])
+        ious = [value[f"MaxBoxAccV2_IoU{k}"] for k in (30, 50, 70)]
+        assert value["MaxBoxAccV2"] == pytest.approx(sum(ious) / 3, abs=0.01)
+        assert value["localization"] == value["MaxBoxAccV2"]  # a box dataset: localization is MaxBoxAccV2
+        assert ious[0] >= ious[1] >= ious[2] and ious[1] >= value["MaxBoxAcc"]  # every contour >= the largest
+        assert value["top1_loc"] <= min(value["top1"], value["MaxBoxAcc"]) and 0 < value["PxAP"] < 100
     version = tmp_path / "run" / "lightning_logs" / "version_0"
-    assert (tmp_path / "run" / "cam_grid.png").stat().st_size > 10_000
+    grid = cv2.imread(str(tmp_path / "run" / "cam_grid.png"))
+    assert grid.shape == (4 * 3 * 80, 4 * 3 * 80, 3)  # 16 val images in 4 x 4 cells of 3 inches at 80 dpi
     assert (version / "config.yaml").read_text().count("bg_grid_size: 0.4") == 2
     checkpoints = sorted(p.name for p in (version / "checkpoints").iterdir())
     assert "last.ckpt" in checkpoints and any(name.startswith("best-epoch") for name in checkpoints)
@@ -53,8 +71,7 @@ def test_malformed_cub_metadata_names_file_and_line(tmp_path):
     lines[11] = lines[11].rsplit(",", 1)[0] + ",notanumber"
     localization.write_text("\n".join(lines) + "\n")
     (tmp_path / "images" / "CUB").mkdir(parents=True)  # no images needed: metadata is read first
-    result = run_fit("--data.dataset_name", "CUB", "--data.metadata_root", str(metadata),
-                     "--data.data_root", str(tmp_path / "images"), "--trainer.max_epochs", "1", cwd=tmp_path)
-    assert result.returncode != 0
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and "localization.txt:12" in last, last
+    message = one_line_error(main.__wrapped__, [  # fit.py's main in this process, through the scripts' guard
+        "--data.dataset_name", "CUB", "--data.metadata_root", str(metadata), "--data.data_root",
+        str(tmp_path / "images"), "--trainer.max_epochs", "1", "--run_dir", str(tmp_path / "run")])
+    assert message == f"{localization}:12: y1 is not an integer: 'notanumber'"

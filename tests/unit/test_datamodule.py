@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -9,10 +10,12 @@ from PIL import Image
 
 from wsol_lightning.data.datamodule import WSOLDataModule
 from wsol_lightning.data.metadata import MetadataError
+from tests.fixtures import WSOLEVAL_FIXTURES
 from tests.one_line import one_line_error
+from tests.reference_wsol_metrics import gt_boxes_from_files, gt_mask, mask_paths_from_files
 from wsol_lightning.errors import WSOLInputError
 
-FIXTURES = Path("/work/shared/fixtures/wsolevaluation")
+FIXTURES = WSOLEVAL_FIXTURES
 SMALL = dict(synthetic_num_train=40, synthetic_num_val=20, synthetic_num_test=12, batch_size=8, num_workers=0)
 
 
@@ -50,11 +53,20 @@ def test_synthetic_batches(data_root):
     assert batch["image"].shape == (8, 3, 64, 64)
     assert batch["gt_boxes"].shape == (8, 1, 4) and batch["gt_boxes"].dtype == torch.int64
     assert batch["gt_mask"].shape == (8, 224, 224) and batch["gt_mask"].dtype == torch.uint8
-    assert batch["image_id"][0] == "val/00000.png"
-    # the box is the tight box of the mask at 224 (up to the int() rescale)
-    ys, xs = torch.nonzero(batch["gt_mask"][0] == 1, as_tuple=True)
-    x0, y0, x1, y1 = batch["gt_boxes"][0, 0].tolist()
-    assert abs(xs.min().item() - x0) <= 4 and abs(ys.max().item() - y1) <= 4
+    assert batch["image_id"] == [f"val/{i:05d}.png" for i in range(8)]
+    # GT as the reference reads it from the generated files: boxes rescaled to 224 by hand, masks decoded by cv2
+    root = module.metadata_root.parent
+    folder = module.metadata_root / "synthetic" / "val"
+    boxes = gt_boxes_from_files(folder)
+    mask_paths, ignore_paths = mask_paths_from_files(folder, "mask_localization.txt")
+    for index, image_id in enumerate(batch["image_id"]):
+        assert batch["gt_boxes"][index].tolist() == boxes[image_id], image_id
+        expected = gt_mask(str(root / "masks" / "synthetic"), mask_paths[image_id], ignore_paths[image_id])
+        assert np.array_equal(batch["gt_mask"][index].numpy(), expected), image_id
+        # and the box is the tight box of the object mask, at the image's own 64 px
+        ys, xs = np.nonzero(cv2.imread(str(root / "masks" / "synthetic" / mask_paths[image_id][0]), 0))
+        line = next(x for x in (folder / "localization.txt").read_text().splitlines() if x.startswith(image_id + ","))
+        assert [int(v) for v in line.split(",")[1:]] == [xs.min(), ys.min(), xs.max(), ys.max()], image_id
 
     module.setup("test")
     assert sum(len(b["label"]) for b in module.test_dataloader()) == 12

@@ -7,12 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.fixtures import WSOLEVAL_FIXTURES
 from wsol_lightning.data.datasets import (IMAGENET_MEAN, IMAGENET_STD, WSOLDataset, collate, eval_transform,
                                           train_transform)
 from wsol_lightning.data.metadata import load_metadata
 from wsol_lightning.errors import WSOLInputError
 
-FIXTURES = Path("/work/shared/fixtures/wsolevaluation")
+FIXTURES = WSOLEVAL_FIXTURES
 OPENIMAGES_IDS = ["val/0bt_c3/3a29f0b33894d4a6.jpg", "val/0bt_c3/1cd9ac0169ec7df0.jpg", "val/0by6g/490365f63135f3e0.jpg"]
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wsol_lightning.errors import WSOLInputError
+from tests.one_line import one_line_error
 from wsol_lightning.models.backbones import build_backbone
 from wsol_lightning.models.methods.acol import ACoL, normalize_per_map
 from wsol_lightning.models.methods.adl import ADL, ADLMethod
@@ -93,8 +93,8 @@ def test_benchmark_defaults():
 @pytest.mark.parametrize("cls,name,value", [(ACoL, "acol_threshold", 1.5), (ADLMethod, "adl_drop_rate", -0.1),
                                             (SPG, "spg_threshold_2l", 2.0), (CutMix, "cutmix_prob", 1.1)])
 def test_out_of_range_values_are_refused_in_one_line(cls, name, value):
-    with pytest.raises(WSOLInputError, match=rf"--model.{name}={value} is out of range"):
-        cls(_backbone("small"), NUM_CLASSES, **{name: value})
+    message = one_line_error(cls, _backbone("small"), NUM_CLASSES, **{name: value})
+    assert message.startswith(f"--model.{name}={value} is out of range"), message
 
 
 # ---------------------------------------------------------------------- ACoL
@@ -197,8 +197,16 @@ def test_spg_guidance_masks_use_the_configured_thresholds():
     assert (guide["mask_b2"][attention < 0.3] == 0).all()
     assert (guide["mask_b2"][(attention >= 0.3) & (attention <= 0.8)] == -1).all()
     loss = method.loss(outputs, TrainingBatch(images, labels))
-    ce = F.cross_entropy(outputs["logits"], labels)
-    assert loss > ce  # the guidance terms are added
+
+    def bce_over_labelled(logits, mask):  # written out: mean over pixels whose mask is 0 or 1
+        labelled = mask >= 0
+        x, m = logits[labelled].double(), mask[labelled].double()
+        return -(m * F.logsigmoid(x) + (1 - m) * F.logsigmoid(-x)).mean()
+
+    terms = [bce_over_labelled(guide[f"logits_{k}"].detach(), guide[f"mask_{k}"]) for k in ("b2", "b1", "c")]
+    assert all(term > 0.01 for term in terms)  # each term counts, so a dropped one shows
+    expected = F.cross_entropy(outputs["logits"].detach().double(), labels) + sum(terms)
+    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-5)
 
 
 def test_spg_cam_is_the_raw_class_map():

@@ -15,26 +15,36 @@ import numpy as np
 import pytest
 
 from tests.reference_wsol_metrics import (best_iou, best_ious, contour_boxes, max_box_acc_both,
-                                          random_scoremaps)
+                                          max_box_acc_from_ious, random_scoremaps)
 from wsol_lightning.metrics import boxes as kernel
 from wsol_lightning.metrics.boxes import BoxCounts, best_ious_per_threshold, contour_boxes_and_areas
 
 
-def _assert_map_parity(maps, gts, interval):
+def _assert_map_parity(maps, gts, interval, references=None):
     thresholds = np.arange(0, 1, interval)
     for index, (scoremap, gt) in enumerate(zip(maps, gts)):
         v1, v2 = best_ious_per_threshold(scoremap, gt, thresholds)
-        ref_v1, ref_v2 = best_ious(scoremap, gt, thresholds)
+        ref_v1, ref_v2 = references[index] if references else best_ious(scoremap, gt, thresholds)
         bad_v1 = np.flatnonzero(np.abs(v1 - ref_v1) > 1e-12)
         bad_v2 = np.flatnonzero(np.abs(v2 - ref_v2) > 1e-12)
         assert len(bad_v1) == 0, f"V1 map {index} ({scoremap.dtype}) thresholds {thresholds[bad_v1][:5]}"
         assert len(bad_v2) == 0, f"V2 map {index} ({scoremap.dtype}) thresholds {thresholds[bad_v2][:5]}"
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_best_iou_at_every_threshold_equals_the_reference_at_0_01(seed):
-    maps, gts = random_scoremaps(100, seed)  # 200 maps over the two seeds
-    _assert_map_parity(maps, gts, 0.01)
+@pytest.fixture(scope="module")
+def at_0_01():
+    """200 random maps (two seeds), GT boxes and the reference's best IoUs at interval 0.01, computed once."""
+    maps, gts = [], []
+    for seed in (0, 1):
+        seed_maps, seed_gts = random_scoremaps(100, seed)
+        maps, gts = maps + seed_maps, gts + seed_gts
+    thresholds = np.arange(0, 1, 0.01)
+    return maps, gts, [best_ious(scoremap, gt, thresholds) for scoremap, gt in zip(maps, gts)]
+
+
+def test_best_iou_at_every_threshold_equals_the_reference_at_0_01(at_0_01):
+    maps, gts, references = at_0_01
+    _assert_map_parity(maps, gts, 0.01, references)
 
 
 def test_best_iou_at_every_threshold_equals_the_reference_at_0_001():
@@ -44,11 +54,14 @@ def test_best_iou_at_every_threshold_equals_the_reference_at_0_001():
 
 
 @pytest.mark.parametrize("interval", [0.01, 0.001])
-def test_max_box_acc_v1_and_v2_equal_the_reference(interval):
-    kinds = ("multimodal", "ring", "plateaus", "noisy", "flat") if interval == 0.01 else ("multimodal", "ring")
-    maps, gts = random_scoremaps(60 if interval == 0.01 else 16, 20, kinds=kinds)
+def test_max_box_acc_v1_and_v2_equal_the_reference(interval, at_0_01):
     ious = [30, 50, 70]
-    ref_v1, ref_v2 = max_box_acc_both(maps, gts, interval, ious)
+    if interval == 0.01:  # 60 maps of every kind, with the module's reference IoUs
+        maps, gts, references = (part[:60] for part in at_0_01)
+        ref_v1, ref_v2 = max_box_acc_from_ious(references, ious)
+    else:
+        maps, gts = random_scoremaps(16, 20, kinds=("multimodal", "ring"))
+        ref_v1, ref_v2 = max_box_acc_both(maps, gts, interval, ious)
     counts = BoxCounts(np.arange(0, 1, interval), ious)
     halves = [BoxCounts(np.arange(0, 1, interval), ious) for _ in range(2)]
     for index, (scoremap, gt) in enumerate(zip(maps, gts)):
@@ -68,13 +81,22 @@ def _mask_boxes_reference(binary):
     return every
 
 
-def test_every_4x4_binary_image():
-    """V2 from components equals RETR_TREE contours on all 65 536 binary 4x4 images (holes, diagonals, borders)."""
-    gt = np.array([[1, 1, 2, 2], [0, 0, 1, 3], [3, 2, 3, 3]])
+@pytest.fixture(scope="module")
+def every_4x4():
+    """All 65 536 binary 4x4 images with the reference's contour boxes, searched once for the module."""
+    images = []
     for bits in itertools.product((0, 255), repeat=16):
         u8 = np.array(bits, dtype=np.uint8).reshape(4, 4)
+        images.append((u8, _mask_boxes_reference(u8)))
+    return images
+
+
+def test_every_4x4_binary_image(every_4x4):
+    """V2 from components equals RETR_TREE contours on all 65 536 binary 4x4 images (holes, diagonals, borders)."""
+    gt = np.array([[1, 1, 2, 2], [0, 0, 1, 3], [3, 2, 3, 3]])
+    for u8, reference_boxes in every_4x4:
         got = kernel.all_contour_ious(u8, gt, np.array([0]))[0]
-        assert got == best_iou(_mask_boxes_reference(u8), gt), u8
+        assert got == best_iou(reference_boxes, gt), u8
 
 
 def test_small_multilevel_images_every_level():
@@ -95,13 +117,12 @@ def test_small_multilevel_images_every_level():
             assert got[level] == best_iou(boxes, gt), (u8, level, gt)
 
 
-def test_opencv_fallback_equals_component_sweeps():
-    maps, gts = random_scoremaps(25, 30)
-    for scoremap, gt in zip(maps, gts):
-        u8, levels = kernel.scoremap_levels(scoremap, np.arange(0, 1, 0.01))
-        levels = np.unique(levels)
-        assert np.array_equal(kernel.all_contour_ious(u8, gt, levels),
-                              kernel.all_contour_ious_opencv(u8, gt, levels))
+def test_opencv_fallback_equals_the_reference(at_0_01):
+    """The kernel without numba (one RETR_TREE search per level) gives the reference's V2 IoUs."""
+    thresholds = np.arange(0, 1, 0.01)
+    for scoremap, gt, (_, ref_v2) in zip(*(part[:25] for part in at_0_01)):
+        u8, levels = kernel.scoremap_levels(scoremap, thresholds)
+        assert np.abs(kernel.all_contour_ious_opencv(u8, gt, levels) - ref_v2).max() <= 1e-12
 
 
 def test_contour_areas_and_boxes_match_opencv_on_masks_with_holes():
@@ -148,13 +169,12 @@ def test_degenerate_union_counts_as_zero():
     assert kernel.box_ious(boxes, np.array([[5, 5, 3, 3]]))[0, 0] == 0.0
 
 
-def test_contour_boxes_are_component_boxes_on_every_4x4_image():
+def test_contour_boxes_are_component_boxes_on_every_4x4_image(every_4x4):
     """The fact the V2 kernel rests on, checked on its own: RETR_TREE contour boxes = boxes of the
     8-connected foreground components + boxes of the 4-connected background components not touching
     the border, grown by one pixel (same clamp to W-1 / H-1)."""
-    for bits in itertools.product((0, 255), repeat=16):
-        u8 = np.array(bits, dtype=np.uint8).reshape(4, 4)
-        expected = sorted(map(tuple, _mask_boxes_reference(u8))) if u8.any() else []
+    for u8, reference_boxes in every_4x4:
+        expected = sorted(map(tuple, reference_boxes)) if u8.any() else []
         got = []
         count, _, stats, _ = cv2.connectedComponentsWithStats((u8 > 0).astype(np.uint8), connectivity=8)
         got += [(x, y, min(x + w, 3), min(y + h, 3)) for x, y, w, h, _ in stats[1:]]
@@ -187,10 +207,9 @@ def test_hole_counts_from_the_euler_number_equal_opencv():
             assert holes[level] == expected, (u8, level)
 
 
-@pytest.mark.parametrize("floor", [0.3, 0.5])
-def test_floor_keeps_every_iou_at_or_above_it_exact(floor):
-    """With a floor (BoxCounts passes its smallest IoU threshold) hole contours that cannot reach it
-    are skipped: IoUs >= floor stay exact, smaller ones may come back lower but stay below it."""
+@pytest.fixture(scope="module")
+def floor_maps():
+    """Rings, noisy and multimodal maps plus a thin ring, with the reference's and the exact kernel's V2."""
     maps, gts = random_scoremaps(40, 21, kinds=("ring", "noisy", "multimodal"))
     # A thin ring whose hole box beats the outer box (IoU 0.0245 vs 0.0198) although the ring's box
     # covers under 5% of the GT box: with any floor above that, the hole is skipped.
@@ -199,11 +218,23 @@ def test_floor_keeps_every_iou_at_or_above_it_exact(floor):
     ring[20:58, 20:58] = 0.0
     maps, gts = maps + [ring], gts + [np.array([[50, 50, 99, 99]])]
     thresholds = np.arange(0, 1, 0.01)
-    for scoremap, gt in zip(maps, gts):
-        _, exact = best_ious_per_threshold(scoremap, gt, thresholds, largest=False)
-        _, got = best_ious_per_threshold(scoremap, gt, thresholds, largest=False, floor=floor)
-        reference = np.asarray(best_ious(scoremap, gt, thresholds)[1])
+    references = [np.asarray(best_ious(scoremap, gt, thresholds)[1]) for scoremap, gt in zip(maps, gts)]
+    exact = [best_ious_per_threshold(scoremap, gt, thresholds, largest=False)[1] for scoremap, gt in zip(maps, gts)]
+    return maps, gts, references, exact
+
+
+def test_without_floor_every_v2_iou_is_the_references(floor_maps):
+    for reference, exact in zip(*floor_maps[2:]):
         assert np.allclose(exact, reference, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("floor", [0.3, 0.5])
+def test_floor_keeps_every_iou_at_or_above_it_exact(floor, floor_maps):
+    """With a floor (BoxCounts passes its smallest IoU threshold) hole contours that cannot reach it
+    are skipped: IoUs >= floor stay exact, smaller ones may come back lower but stay below it."""
+    thresholds = np.arange(0, 1, 0.01)
+    for scoremap, gt, reference, exact in zip(*floor_maps):
+        _, got = best_ious_per_threshold(scoremap, gt, thresholds, largest=False, floor=floor)
         above = reference >= floor
         assert np.array_equal(got[above], exact[above])
         assert np.all(got[~above] <= exact[~above]) and np.all(got[~above] < floor)

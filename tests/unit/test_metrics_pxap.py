@@ -1,15 +1,14 @@
 """PxAP equals the reference's MaskEvaluator arithmetic, on hundreds of random maps and on real OpenImages masks."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from tests.reference_wsol_metrics import pxap, random_scoremaps
+from tests.fixtures import WSOLEVAL_FIXTURES
+from tests.reference_wsol_metrics import gt_mask, mask_paths_from_files, pxap, random_scoremaps
 from wsol_lightning.metrics.masks import load_gt_mask
 from wsol_lightning.metrics.pxap import bin_edges, pxap_from_histograms, score_histograms
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "wsolevaluation"
+FIXTURES = WSOLEVAL_FIXTURES
 
 
 def _kernel_pxap(maps, masks, interval):
@@ -58,15 +57,38 @@ def test_no_foreground_is_an_error():
         _kernel_pxap([np.zeros((224, 224))], [np.zeros((224, 224), np.uint8)], 0.01)
 
 
-def test_real_openimages_masks_with_ignore_region():
-    mask = load_gt_mask(str(FIXTURES / "masks" / "OpenImages"),
-                        ["val/0bt_c3/3a29f0b33894d4a6_m0bt_c3_3581e3ae.png",
-                         "val/0bt_c3/3a29f0b33894d4a6_m0bt_c3_d2422806.png"],
-                        "val/0bt_c3/3a29f0b33894d4a6_ignore.png")
-    assert mask.shape == (224, 224) and set(np.unique(mask)) <= {0, 1, 255}
-    assert (mask == 1).sum() > 100
-    perfect = (mask == 1).astype(np.float32)
-    assert _kernel_pxap([perfect], [mask], 0.01) == pytest.approx(100.0)
+@pytest.fixture(scope="module")
+def real_masks():
+    """The five OpenImages val images whose masks are in the fixtures: ``{image_id: (mask paths, ignore path)}``,
+    read straight from localization.txt."""
+    mask_paths, ignore_paths = mask_paths_from_files(FIXTURES / "metadata" / "OpenImages" / "val")
+    present = {path.name for path in (FIXTURES / "masks" / "OpenImages" / "val").rglob("*.png")}
+    return {image_id: (paths, ignore_paths[image_id]) for image_id, paths in mask_paths.items()
+            if all(p.rsplit("/", 1)[-1] in present for p in paths)}
+
+
+def test_real_masks_decode_as_the_reference_reads_them(real_masks):
+    """Union of instance masks, nearest resize to 224, ignore box minus foreground = 255: pixel for pixel."""
+    root = str(FIXTURES / "masks" / "OpenImages")
+    assert len(real_masks) == 5
+    ignored = 0
+    for image_id, (paths, ignore_path) in real_masks.items():
+        mask = load_gt_mask(root, paths, ignore_path)
+        assert mask.dtype == np.uint8 and mask.shape == (224, 224)
+        assert np.array_equal(mask, gt_mask(root, paths, ignore_path)), image_id
+        ignored += int((mask == 255).sum())
+    assert ignored > 1000  # one image has a large ignore box: that branch is exercised
+    assert any(len(paths) > 1 for paths, _ in real_masks.values())  # and the union of several instances
+
+
+def test_pxap_on_real_masks_equals_the_reference(real_masks):
+    root = str(FIXTURES / "masks" / "OpenImages")
     rng = np.random.default_rng(0)
-    noisy = np.clip(perfect * 0.5 + rng.random((224, 224)) * 0.6, 0, 1).astype(np.float32)
-    assert _kernel_pxap([noisy], [mask], 0.01) == pytest.approx(pxap([noisy], [mask], 0.01), abs=1e-6)
+    maps, masks = [], []
+    for paths, ignore_path in real_masks.values():
+        mask = gt_mask(root, paths, ignore_path)
+        maps.append(np.clip((mask == 1) * 0.2 + rng.random((224, 224)) * 0.8, 0, 1).astype(np.float32))
+        masks.append(load_gt_mask(root, paths, ignore_path))
+    expected = pxap(maps, [gt_mask(root, p, i) for p, i in real_masks.values()], 0.01)
+    assert 5.0 < expected < 98.0
+    assert _kernel_pxap(maps, masks, 0.01) == pytest.approx(expected, abs=1e-6)

@@ -33,6 +33,7 @@ def test_lr_steps_down_every_decay_frequency():
     assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001])
 
 
+@pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no `val_dataloader`")  # on purpose
 def test_cosine_schedule_falls_from_lr_to_zero_over_the_runs_steps(tmp_path):
     from lightning.pytorch import Callback, Trainer
     from torch.utils.data import DataLoader

@@ -1,6 +1,7 @@
 """The embedded synthetic data: deterministic, consistent ground truth, hard for a centred guess, cached."""
 
 import hashlib
+import json
 import multiprocessing
 from pathlib import Path
 
@@ -117,6 +118,43 @@ def test_racing_processes_get_one_complete_copy(tmp_path):
     assert results[0] == results[1]
     assert sorted(p.name for p in tmp_path.iterdir()) == [Path(results[0]).name]
     assert load_metadata(Path(results[0]) / "metadata", "synthetic", "test").has_masks
+
+
+SMALL = SyntheticSpec(num_train=6, num_val=4, num_test=4)
+
+
+def test_losing_the_race_keeps_the_winners_copy_and_removes_its_own(tmp_path, monkeypatch):
+    """Deterministically the branch a racing loser takes: another process renames its copy into place
+    while this one generates, so this one's rename fails and it returns the winner's folder."""
+    final = synthetic.synthetic_root(tmp_path, SMALL)
+    generate = synthetic._generate
+
+    def generate_while_another_process_wins(folder, spec):
+        stats = generate(folder, spec)
+        (final / STATS_FILE).write_text(json.dumps(generate(final, spec)))  # the other process's complete copy
+        (final / "winner").write_text("")
+        return stats
+
+    monkeypatch.setattr(synthetic, "_generate", generate_while_another_process_wins)
+    assert ensure_synthetic_dataset(tmp_path, SMALL) == final
+    assert (final / "winner").exists()  # the winner's copy is the one kept, untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == [final.name]  # the loser's copy is gone
+    assert load_metadata(final / "metadata", "synthetic", "val").has_masks
+
+
+def test_a_failed_rename_that_is_not_a_lost_race_is_raised(tmp_path, monkeypatch):
+    final = synthetic.synthetic_root(tmp_path, SMALL)
+    generate = synthetic._generate
+
+    def generate_beside_a_stray_folder(folder, spec):
+        final.mkdir()
+        (final / "stray").write_text("")  # not a complete copy: no statistics file
+        return generate(folder, spec)
+
+    monkeypatch.setattr(synthetic, "_generate", generate_beside_a_stray_folder)
+    with pytest.raises(OSError):
+        ensure_synthetic_dataset(tmp_path, SMALL)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [final.name]  # no temporary folder left behind
 
 
 def test_bad_spec_is_refused():

@@ -23,6 +23,7 @@ from typing import Dict, Literal, Optional, Tuple
 
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
 from wsol_lightning.data.datasets import IMAGENET_MEAN, IMAGENET_STD, WSOLDataset, collate, eval_transform, \
@@ -208,10 +209,21 @@ class WSOLDataModule(LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.datasets:
             self.setup({"train": "fit", "val": "validate", "test": "test"}[split])
+        sampler = None
+        trainer = self.trainer
+        if split != "train" and trainer is not None and trainer.world_size > 1:
+            # Lightning's default DistributedSampler pads a split to a multiple of the world size by
+            # repeating images, which the metrics would count twice (5 images on 2 ranks scored as 6).
+            # Each image once instead; ranks may run one batch fewer, which evaluation allows (DDP syncs
+            # buffers on the first no-grad forward only; metric states and top-1 counts are summed).
+            # Lightning keeps a DistributedSampler it is given.
+            sampler = UnrepeatedDistributedSampler(self.datasets[split], num_replicas=trainer.world_size,
+                                                   rank=trainer.global_rank, shuffle=False)
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             drop_last=False,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

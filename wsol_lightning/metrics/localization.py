@@ -13,7 +13,11 @@ pickling). So on a GPU the next validation batches run while earlier ones are
 being scored. States are integer count tensors summed across processes
 (``dist_reduce_fx="sum"``), so the figures are right under DDP; ``reset()``
 waits for and drops pending work, so a process that fits many times (tuning)
-accumulates nothing.
+accumulates nothing. ``update()`` copies a CPU batch (a CPU tensor's
+``numpy()`` is a view the caller may overwrite while a thread reads it). An
+exception raised while scoring a queued batch is never dropped: it is raised
+again, as itself, by the next ``update()`` once that batch is done, else by
+``compute()`` / ``sync()`` / ``reset()`` / pickling, so the epoch fails loudly.
 """
 
 from __future__ import annotations
@@ -58,30 +62,62 @@ class _AsyncCountsMetric(Metric):
         self.asynchronous = asynchronous
         self._pending: List[Future] = []
 
+    def _host_copy(self, tensor: torch.Tensor) -> np.ndarray:
+        """``tensor`` as a numpy array the caller cannot change under a metric thread.
+
+        A CUDA tensor's ``.cpu()`` is already a copy; a CPU tensor's ``.numpy()``
+        shares its memory, so it is copied when a thread will read it later.
+        """
+        tensor = tensor.detach()
+        array = tensor.cpu().numpy()
+        return array.copy() if self.asynchronous and tensor.device.type == "cpu" else array
+
     def _submit(self, function, *args) -> None:
         if self.asynchronous:
+            self._raise_finished_errors()
             self._pending.append(metric_executor().submit(function, *args))
         else:
             self._accumulate(function(*args))
+
+    def _raise_finished_errors(self) -> None:
+        """Fail now if a queued batch already failed (its error, raised as itself, after the queue drains)."""
+        if any(future.done() and future.exception() is not None for future in self._pending):
+            self._drain()
 
     def _accumulate(self, result) -> None:
         raise NotImplementedError
 
     def _drain(self) -> None:
-        """Wait for the queued batches and add their counts to the states (in submission order)."""
+        """Wait for the queued batches and add their counts to the states (in submission order).
+
+        Raises:
+            The exception of the first queued batch that failed (after every queued batch has
+            finished, so no thread still works for this metric); the queue is empty afterwards.
+        """
         pending, self._pending = self._pending, []
+        error: Optional[BaseException] = None
         for future in pending:
-            self._accumulate(future.result())
+            failure = future.exception()  # waits
+            if failure is not None:
+                error = error or failure
+            elif error is None:
+                self._accumulate(future.result())
+        if error is not None:
+            raise error
 
     def sync(self, *args, **kwargs) -> None:  # noqa: D102 - torchmetrics calls this before compute
         self._drain()
         super().sync(*args, **kwargs)
 
-    def reset(self) -> None:  # noqa: D102
+    def reset(self) -> None:
+        """Drop the states and the queued work's results; a queued batch's error is raised (after the reset)."""
         pending, self._pending = self._pending, []
-        for future in pending:
-            future.cancel() or future.exception()  # wait; results are dropped
+        error = None
+        for future in pending:  # waited for, not cancelled: every queued batch runs and may fail
+            error = error or future.exception()
         super().reset()
+        if error is not None:
+            raise error
 
     def __getstate__(self) -> dict:  # noqa: D105
         self._drain()
@@ -140,8 +176,8 @@ class BoxLocalization(_AsyncCountsMetric):
             gt_boxes: ``[B, K, 4]`` int boxes at 224, padded with rows of -1.
             correct_class: ``[B]`` bool, the classifier's top-1 is right.
         """
-        maps = scoremaps.detach().cpu().numpy()
-        boxes = gt_boxes.detach().cpu().numpy().astype(np.int64)
+        maps = self._host_copy(scoremaps)
+        boxes = gt_boxes.detach().cpu().numpy().astype(np.int64)  # astype copies
         correct = correct_class.detach().cpu().numpy().astype(bool)
         if not (len(maps) == len(boxes) == len(correct)):
             raise ValueError(f"BoxLocalization.update: batch sizes differ ({len(maps)}, {len(boxes)}, {len(correct)})")
@@ -203,7 +239,7 @@ class MaskLocalization(_AsyncCountsMetric):
 
     def update(self, scoremaps: torch.Tensor, gt_masks: torch.Tensor) -> None:
         """Queue a batch: ``[B, 224, 224]`` maps and uint8 masks (0, 1, 255 ignored)."""
-        self._submit(_mask_batch, self.edges, scoremaps.detach().cpu().numpy(), gt_masks.detach().cpu().numpy())
+        self._submit(_mask_batch, self.edges, self._host_copy(scoremaps), self._host_copy(gt_masks))
 
     def _accumulate(self, result) -> None:
         foreground, background = result

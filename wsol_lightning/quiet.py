@@ -1,0 +1,46 @@
+"""Narrow silencing of third-party noise that we cannot fix at its source.
+
+Installed once when the package is imported (``wsol_lightning/__init__.py``), so fit.py,
+tune.py and the tests start quiet. Each warning filter names the message, the category
+and the module the warning is attributed to, so anything about our own code, or a new
+warning of these libraries, still shows; the test configuration applies the same list
+(``tests/conftest.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Tuple, Type
+
+#: ``(message regex, category, module regex)`` of each silenced warning, and why.
+THIRD_PARTY_WARNINGS: Tuple[Tuple[str, Type[Warning], str], ...] = (
+    # Lightning 2.6 builds torch's deprecated LeafSpec whenever it flattens a logged dict (every step).
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning, r"lightning\.pytorch\.utilities\._pytree"),
+    # LightningCLI itself calls jsonargparse APIs that jsonargparse 4.x deprecates for v5 (raised in
+    # Lightning's cli.py; the same deprecations raised from our code are not filtered).
+    (r"\s*(By default only one JsonargparseDeprecationWarning|.*deprecated in v4\.\d+\.\d+ and will be removed in v5)",
+     DeprecationWarning, r"lightning\.pytorch\.cli"),
+    # Under DDP our epoch metrics are logged already reduced (torchmetrics sync, all_gather of the top-1
+    # counts), so Lightning's advice to add sync_dist=True would only average equal values again.
+    (r"It is recommended to use `self\.log\(.*sync_dist=True\)` when logging on epoch level in distributed "
+     r"setting", UserWarning, r"lightning\.pytorch\.trainer\.connectors\.logger_connector\.result"),
+)
+
+#: Logger of Lightning's rank-zero messages, and what is dropped from it: the advertisement for
+#: LitLogger that every Trainer prints (an INFO record, not a warning).
+LIGHTNING_INFO_LOGGER = "lightning.pytorch.utilities.rank_zero"
+
+
+class _DropLitLoggerTip(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:  # noqa: D102
+        return not str(record.msg).startswith("💡 Tip: For seamless cloud logging")
+
+
+def install() -> None:
+    """Add the warning filters and the log filter (idempotent)."""
+    for message, category, module in THIRD_PARTY_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
+    logger = logging.getLogger(LIGHTNING_INFO_LOGGER)
+    if not any(isinstance(f, _DropLitLoggerTip) for f in logger.filters):
+        logger.addFilter(_DropLitLoggerTip())
