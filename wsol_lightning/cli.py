@@ -174,7 +174,7 @@ def _make_cli(args: Sequence[str]) -> WSOLCLI:
 
 
 def fit_and_test(run: Run, test: bool = True, figure: bool = True) -> Dict[str, float]:
-    """Train (or resume ``run.ckpt_path``), then evaluate the test split with the best checkpoint and draw the CAM figure.
+    """Train (or resume ``run.ckpt_path``), test the best checkpoint on the test split, draw the CAM figure.
 
     The test uses the checkpoint with the best ``val/localization`` (Lightning's
     ``ckpt_path="best"``), or the trained weights when there is none (validation disabled).

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence
 
 import numpy as np
-import torch
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.cli import LightningArgumentParser
 

@@ -89,7 +89,7 @@ class RandomStateCallback(Callback):
             "python": [version, list(internal), gauss],
         }
         if torch.cuda.is_available() and torch.cuda.is_initialized():
-            state["cuda"] = torch.cuda.get_rng_state_all()
+            state["cuda"] = torch.cuda.get_rng_state()  # this process's device (one per DDP rank)
         return state
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:  # noqa: D102
@@ -99,7 +99,7 @@ class RandomStateCallback(Callback):
         version, internal, gauss = state_dict["python"]
         random.setstate((version, tuple(internal), gauss))
         if "cuda" in state_dict and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state_dict["cuda"])
+            torch.cuda.set_rng_state(state_dict["cuda"])
 
 
 def find_last_checkpoint(run_dir: os.PathLike | str) -> Optional[Path]:

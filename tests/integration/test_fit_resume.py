@@ -21,9 +21,9 @@ from tests.one_line import one_line_error
 from wsol_lightning.cli import build_run, fit_and_test
 
 
-def _interrupt(run_dir: Path, data_root: Path, signum: int, cwd: Path) -> subprocess.CompletedProcess:
-    """Start fit.py on the shared run's settings, send ``signum`` once the first last.ckpt exists."""
-    command = [*script("fit.py"), *RUN_ARGS, "--data.data_root", str(data_root), "--run_dir", str(run_dir)]
+def _interrupt(run_dir: Path, data_root: Path, signum: int, cwd: Path, *extra: str) -> subprocess.CompletedProcess:
+    """Start fit.py on the shared run's settings (+ ``extra``), send ``signum`` once the first last.ckpt exists."""
+    command = [*script("fit.py"), *RUN_ARGS, *extra, "--data.data_root", str(data_root), "--run_dir", str(run_dir)]
     process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     last = run_dir / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 240
@@ -79,14 +79,16 @@ def test_sigint_then_the_printed_command_resumes_to_the_uninterrupted_run(fitted
 
 @pytest.mark.slow
 def test_sigterm_keeps_last_ckpt_and_exits_143(fitted_run, tmp_path):
-    run_dir = tmp_path / "run"
-    interrupted = _interrupt(run_dir, fitted_run.data_root, signal.SIGTERM, tmp_path)
+    run_dir = tmp_path / "run"  # epochs of one batch: the first last.ckpt comes soon, the signal lands mid-run
+    interrupted = _interrupt(run_dir, fitted_run.data_root, signal.SIGTERM, tmp_path, "--trainer.max_epochs", "50",
+                             "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1")
     assert interrupted.returncode == 143, interrupted.stderr[-3000:]
     last = run_dir / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     checkpoint = _load(last)
-    assert checkpoint["epoch"] < 2 and checkpoint["optimizer_states"] and checkpoint["loops"]
+    assert checkpoint["epoch"] < 49 and checkpoint["optimizer_states"] and checkpoint["loops"]
     lines = interrupted.stderr.strip().splitlines()
-    assert lines[-2].startswith(f"interrupted (SIGTERM); {last} holds the run after ")
+    assert lines[-2] == (f"interrupted (SIGTERM); {last} holds the run after {checkpoint['epoch'] + 1} completed "
+                         f"epochs; resume with:")
     assert lines[-1].endswith(f"--run_dir {run_dir} --ckpt_path {last}")
     assert "Traceback" not in interrupted.stderr
 

@@ -31,9 +31,9 @@ def _best(fitted_run):
 
 
 def _evaluate(maps, synthetic_root, *flags, cwd):
-    result = run_script("evaluate.py", "--scoremap-root", str(maps), "--metadata-root", str(synthetic_root / "metadata"),
-                        "--dataset-name", "synthetic", "--split", "test", *flags, "--json", str(cwd / "e.json"),
-                        cwd=cwd)
+    result = run_script("evaluate.py", "--scoremap-root", str(maps), "--metadata-root",
+                        str(synthetic_root / "metadata"), "--dataset-name", "synthetic", "--split", "test", *flags,
+                        "--json", str(cwd / "e.json"), cwd=cwd)
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads((cwd / "e.json").read_text())
 
