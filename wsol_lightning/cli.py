@@ -147,7 +147,8 @@ def build_run(args: Sequence[str], callbacks: Sequence[Callback] = ()) -> Run:
 
 def _prepare_resume(cli: WSOLCLI, ckpt_path: str) -> None:
     """Check that ``ckpt_path`` fits the built model, and log into its logger version when it is this run's."""
-    differences = check_resumable(ckpt_path, read_checkpoint(ckpt_path), cli.model.hparams)
+    checkpoint = read_checkpoint(ckpt_path, hint="; a backbone's weights go to --model.pretrained_path")
+    differences = check_resumable(ckpt_path, checkpoint, cli.model.hparams)
     if differences:
         rank_zero_info(f"resuming {ckpt_path} with settings that differ from its own: {'; '.join(differences)}")
     layout = run_layout(ckpt_path)

@@ -50,6 +50,10 @@ TRAINER_DEFAULTS: Dict[str, Any] = {
 }
 
 
+#: Said of a file that is not a checkpoint (a backbone's weights are pretrained weights of a fit.py run).
+_NOT_A_CHECKPOINT_HINT = "; a backbone's weights are pretrained weights of fit.py, not a checkpoint to evaluate"
+
+
 class ScoremapWriter(Callback):
     """Counts the evaluated images and, given a folder, saves their score maps as ``<folder>/<image_id>.npy``.
 
@@ -178,11 +182,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     path = _flag_value(argv, "--ckpt_path")
     checkpoint = None
     if path is not None and not {"-h", "--help"} & set(argv):
-        checkpoint = read_checkpoint(path)
+        checkpoint = read_checkpoint(path, hint=_NOT_A_CHECKPOINT_HINT)
         parser.set_defaults({f"data.{k}": v for k, v in recorded_data_settings(checkpoint).items()})
     config = parser.parse_args(argv)
     if checkpoint is None:  # e.g. --ckpt_path given only in a --config file
-        checkpoint = read_checkpoint(config.ckpt_path)
+        checkpoint = read_checkpoint(config.ckpt_path, hint=_NOT_A_CHECKPOINT_HINT)
     path, split = config.ckpt_path, config.split
     model = model_from_checkpoint(path, checkpoint)
     # jsonargparse >= 4.49 renamed instantiate_classes (deprecated since) to instantiate.

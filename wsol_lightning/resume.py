@@ -137,8 +137,13 @@ def resolve_checkpoint(ckpt_path: str, run_dir: Optional[str]) -> Tuple[str, Opt
     return ckpt_path, run_dir or (str(layout[0]) if layout else None)
 
 
-def read_checkpoint(path: str) -> Mapping[str, Any]:
-    """A checkpoint of this package (``weights_only=True``), or a one-line error saying what the file is instead."""
+def read_checkpoint(path: str, hint: str = "") -> Mapping[str, Any]:
+    """A checkpoint of this package (``weights_only=True``), or a one-line error saying what the file is instead.
+
+    Args:
+        path: the file.
+        hint: appended to the error for a file that is not a checkpoint (where its weights can go instead).
+    """
     checkpoint = read_torch_file(path, what="checkpoint")
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, Mapping) else None
     if not isinstance(hparams, Mapping) or not all(k in hparams for k in STRUCTURAL_HPARAMS) \
@@ -149,8 +154,7 @@ def read_checkpoint(path: str) -> Mapping[str, Any]:
             looks = describe_state_dict(find_state_dict(checkpoint, path), checkpoint)
         except WSOLInputError:
             looks = f"a {type(checkpoint).__name__}"
-        raise WSOLInputError(f"{path}: not a checkpoint of wsol_lightning's fit.py (it looks like {looks}); "
-                             f"weights of a backbone go to --model.pretrained_path")
+        raise WSOLInputError(f"{path}: not a checkpoint of wsol_lightning's fit.py (it looks like {looks}){hint}")
     return checkpoint
 
 

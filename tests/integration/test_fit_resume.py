@@ -47,6 +47,11 @@ def test_sigint_then_the_printed_command_resumes_to_the_uninterrupted_run(fitted
     last = run_dir / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     epochs_done = _load(last)["epoch"] + 1
     assert epochs_done < 3, "the interrupt came after the last epoch: nothing left to resume"
+    # last.ckpt's copy of the ModelCheckpoint state (restored on resume) knows the best of its own epochs.
+    scores = [value for _, value in sorted(logged_scalars(fitted_run.version_dir, "val/localization").items())]
+    best = max(range(epochs_done), key=lambda epoch: (scores[epoch], -epoch))  # the first of ties is kept
+    (state,) = [v for k, v in _load(last)["callbacks"].items() if k.startswith("ModelCheckpoint")]
+    assert Path(state["best_model_path"]).name == f"best-epoch{best:02d}.ckpt"
     assert lines[-2] == f"interrupted (SIGINT); {last} holds the run after {epochs_done} completed epochs; resume with:"
     command = shlex.split(lines[-1])
     assert command[:2] == ["python", str(script("fit.py")[1])] and command[-2:] == ["--ckpt_path", str(last)]

@@ -105,7 +105,8 @@ def test_bad_checkpoints_are_one_line_errors(fitted_run, tmp_path, capsys):
                 if k.startswith("method.backbone.")}, weights)
     assert _refusal(capsys, "--ckpt_path", str(weights)) == (
         f"error: {weights}: not a checkpoint of wsol_lightning's fit.py (it looks like a state dict of "
-        f"wsol_lightning's small backbone); weights of a backbone go to --model.pretrained_path")
+        f"wsol_lightning's small backbone); a backbone's weights are pretrained weights of fit.py, not a checkpoint "
+        f"to evaluate")
     assert _refusal(capsys, "--ckpt_path", str(tmp_path / "nope.ckpt")) == \
         f"error: {tmp_path / 'nope.ckpt'}: checkpoint not found"
 
