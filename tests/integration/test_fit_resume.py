@@ -100,7 +100,8 @@ def test_sigterm_keeps_last_ckpt_and_exits_143(fitted_run, tmp_path):
 
 @pytest.fixture
 def tiny_args(fitted_run, tmp_path):
-    return [*TINY, "--data.data_root", str(fitted_run.data_root), "--trainer.max_epochs", "1"]
+    return [*TINY, "--data.data_root", str(fitted_run.data_root), "--trainer.max_epochs", "1",
+            "--trainer.log_every_n_steps", "1"]  # 4 batches an epoch: Lightning warns below its logging interval
 
 
 _CLI_WARNINGS = pytest.mark.filterwarnings("ignore::DeprecationWarning:lightning.pytorch.cli")  # jsonargparse 4.53
