@@ -12,12 +12,15 @@ Additions:
 * ``--bg-grid-size X``: shortcut for ``--model.bg_grid_size X`` (the HaS knob);
 * ``--run_dir DIR``: where checkpoints, logs, the config and figures go
   (default ``runs/fit-<time>``); printed at start;
-* ``--checkpoint.*``: a ModelCheckpoint keeping the best ``val/localization``
-  and the last epoch;
+* ``--ckpt_path PATH|last``: resume a run (see :mod:`wsol_lightning.resume`);
+  a checkpoint inside a run directory continues that run (its directory and
+  logger version), ``last`` is the newest ``last.ckpt`` under ``--run_dir``;
+* ``--checkpoint.*``: a ModelCheckpoint keeping the best ``val/localization``;
+  ``last.ckpt`` is written after every epoch besides it (:class:`LastCheckpoint`);
 * ``data.num_classes`` is linked into ``model.num_classes``.
 
 :func:`build_run` returns the instantiated trainer, model and data module;
-:func:`fit_and_test` trains, tests the best checkpoint and draws the CAM figure.
+:func:`fit_and_test` trains (or resumes), tests the best checkpoint and draws the CAM figure.
 """
 
 from __future__ import annotations
@@ -31,10 +34,13 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from lightning.pytorch import Callback, LightningDataModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities import rank_zero_info
 
 from wsol_lightning.data.datamodule import WSOLDataModule
 from wsol_lightning.module import MONITOR, WSOLModule
+from wsol_lightning.resume import LastCheckpoint, RandomStateCallback, check_resumable, read_checkpoint, \
+    resolve_checkpoint, run_layout
 
 #: Trainer defaults of a run (any ``--trainer.*`` flag overrides them).
 TRAINER_DEFAULTS: Dict[str, Any] = {
@@ -63,13 +69,19 @@ class WSOLCLI(LightningCLI):
                             default=None, help="HaS cell side as a fraction of the crop (shortcut for "
                                                "--model.bg_grid_size)")
         parser.add_argument("--run_dir", type=Optional[str], default=None,
-                            help="run directory (default: runs/fit-<time>)")
+                            help="run directory (default: runs/fit-<time>; with --ckpt_path, the checkpoint's run)")
+        parser.add_argument("--ckpt_path", type=Optional[str], default=None,
+                            help="resume from this checkpoint at its next epoch ('last': the newest last.ckpt "
+                                 "under --run_dir)")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({
             "checkpoint.monitor": MONITOR,
             "checkpoint.mode": "max",
-            "checkpoint.save_last": True,
+            "checkpoint.save_last": False,  # LastCheckpoint writes last.ckpt after every epoch
+            # Best checkpoints at validation end, before on_train_epoch_end: so last.ckpt's copy of this
+            # callback's state already has the epoch's score (Lightning would otherwise save at train epoch end).
+            "checkpoint.save_on_train_epoch_end": False,
             "checkpoint.save_top_k": 1,
             "checkpoint.filename": "best-epoch{epoch:02d}",
             "checkpoint.auto_insert_metric_name": False,
@@ -79,20 +91,36 @@ class WSOLCLI(LightningCLI):
         config = self.config
         if config.get("bg_grid_size") is not None:
             config.model.bg_grid_size = config.bg_grid_size
+        if config.get("ckpt_path"):
+            config.ckpt_path, config.run_dir = resolve_checkpoint(config.ckpt_path, config.get("run_dir"))
         if not config.get("run_dir"):
             config.run_dir = new_run_dir()
         if config.trainer.get("default_root_dir") in (None, os.getcwd(), "."):
             config.trainer.default_root_dir = config.run_dir
 
 
+class _SaveConfig(SaveConfigCallback):
+    """Saves the run's config without ``--ckpt_path``: ``fit.py --config`` re-runs a run from the start."""
+
+    def __init__(self, parser: LightningArgumentParser, config: Any, *args: Any, **kwargs: Any) -> None:
+        config = config.clone()
+        config.ckpt_path = None
+        super().__init__(parser, config, *args, **kwargs)
+
+
 @dataclass
 class Run:
-    """An instantiated run: what ``fit.py`` trains and what a trial trains."""
+    """An instantiated run: what ``fit.py`` trains and what a trial trains.
+
+    Attributes:
+        ckpt_path: the checkpoint the run resumes from (None: from the start).
+    """
 
     trainer: Trainer
     model: WSOLModule
     datamodule: WSOLDataModule
     run_dir: Path
+    ckpt_path: Optional[str] = None
 
 
 def build_run(args: Sequence[str], callbacks: Sequence[Callback] = ()) -> Run:
@@ -110,8 +138,26 @@ def build_run(args: Sequence[str], callbacks: Sequence[Callback] = ()) -> Run:
         # fit.py passes its own sys.argv[1:] as args; LightningCLI warns about that.
         warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
         cli = _make_cli(args)
-    cli.trainer.callbacks.extend(callbacks)
-    return Run(cli.trainer, cli.model, cli.datamodule, Path(cli.config.run_dir))
+    cli.trainer.callbacks.extend([LastCheckpoint(), RandomStateCallback(), *callbacks])
+    ckpt_path = cli.config.get("ckpt_path")
+    if ckpt_path:
+        _prepare_resume(cli, ckpt_path)
+    return Run(cli.trainer, cli.model, cli.datamodule, Path(cli.config.run_dir), ckpt_path)
+
+
+def _prepare_resume(cli: WSOLCLI, ckpt_path: str) -> None:
+    """Check that ``ckpt_path`` fits the built model, and log into its logger version when it is this run's."""
+    checkpoint = read_checkpoint(ckpt_path, hint="; a backbone's weights go to --model.pretrained_path")
+    differences = check_resumable(ckpt_path, checkpoint, cli.model.hparams)
+    if differences:
+        rank_zero_info(f"resuming {ckpt_path} with settings that differ from its own: {'; '.join(differences)}")
+    layout = run_layout(ckpt_path)
+    logger = cli.trainer.logger
+    if layout is None or cli.config.trainer.get("logger") not in (None, True) or logger is None:
+        return
+    # Lightning's default logger, created with a fresh version: continue the checkpoint's version instead.
+    if Path(logger.root_dir).resolve() == layout[0] / layout[1]:
+        cli.trainer.logger = type(logger)(save_dir=logger.save_dir, name=logger.name, version=layout[2])
 
 
 def _make_cli(args: Sequence[str]) -> WSOLCLI:
@@ -122,22 +168,28 @@ def _make_cli(args: Sequence[str]) -> WSOLCLI:
         run=False,
         trainer_defaults=dict(TRAINER_DEFAULTS),
         seed_everything_default=0,
+        save_config_callback=_SaveConfig,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"description": "Train a CAM-style WSOL network (wsol_lightning)."},
     )
 
 
 def fit_and_test(run: Run, test: bool = True, figure: bool = True) -> Dict[str, float]:
-    """Train, then evaluate the test split with the best checkpoint and draw the CAM figure.
+    """Train (or resume ``run.ckpt_path``), test the best checkpoint on the test split, draw the CAM figure.
+
+    The test uses the checkpoint with the best ``val/localization`` (Lightning's
+    ``ckpt_path="best"``), or the trained weights when there is none (validation disabled).
 
     Returns:
         The logged metrics (``val/...`` of the last epoch, ``test/...``) as floats.
     """
-    run.trainer.fit(run.model, datamodule=run.datamodule)
+    run.trainer.fit(run.model, datamodule=run.datamodule, ckpt_path=run.ckpt_path, weights_only=True)
     metrics = {k: float(v) for k, v in run.trainer.callback_metrics.items()}
     if test:
-        checkpoint = _best_checkpoint(run.trainer)
-        results = run.trainer.test(run.model, datamodule=run.datamodule, ckpt_path=checkpoint, verbose=False)
+        callback = run.trainer.checkpoint_callback
+        checkpoint = "best" if callback is not None and getattr(callback, "best_model_path", "") else None
+        results = run.trainer.test(run.model, datamodule=run.datamodule, ckpt_path=checkpoint, verbose=False,
+                                   weights_only=True)
         for result in results:
             metrics.update({k: float(v) for k, v in result.items()})
     if figure and run.trainer.is_global_zero:
@@ -146,13 +198,6 @@ def fit_and_test(run: Run, test: bool = True, figure: bool = True) -> Dict[str, 
         path = save_cam_grid(run.model, run.datamodule, run.run_dir / "cam_grid.png")
         metrics["figure"] = str(path)  # type: ignore[assignment]
     return metrics
-
-
-def _best_checkpoint(trainer: Trainer) -> Optional[str]:
-    for callback in trainer.checkpoint_callbacks:
-        if isinstance(callback, ModelCheckpoint) and callback.best_model_path:
-            return callback.best_model_path
-    return None
 
 
 def format_metrics(metrics: Dict[str, Any], prefixes: Sequence[str] = ("val/", "test/")) -> List[str]:

@@ -43,7 +43,7 @@ from wsol_lightning.metrics.masks import load_gt_mask
 from wsol_lightning.metrics.pxap import bin_edges, pxap_from_histograms, score_histograms
 from wsol_lightning.metrics.scoremaps import load_scoremap, scoremap_path
 
-DATASETS = ("CUB", "ILSVRC", "OpenImages")
+DATASETS = ("CUB", "ILSVRC", "OpenImages", "synthetic")  # synthetic: the embedded default data (boxes)
 MASK_DATASETS = ("OpenImages",)
 
 #: Maps per task handed to a worker (small: noisy and smooth maps differ 2-3x in cost).

@@ -135,6 +135,8 @@ class WSOLModule(LightningModule):
         self._updated: Dict[str, set] = {"val": set(), "test": set()}
         #: CAM threshold that maximized MaxBoxAcc at the last evaluation (for figures).
         self.best_cam_threshold: Optional[float] = None
+        #: The same per stage ("val", "test"), for figures of either split (predict.py).
+        self.best_cam_thresholds: Dict[str, float] = {}
 
     def _record_hyperparameters(self, values: Dict[str, Any]) -> None:
         """``save_hyperparameters`` with an explicit dict, called outside ``__init__``.
@@ -194,7 +196,7 @@ class WSOLModule(LightningModule):
         cams = self.method.cams(images, labels, outputs)
         return outputs["logits"], cams_to_scoremaps(cams)
 
-    def _evaluation_step(self, batch: Dict[str, Any], stage: str) -> None:
+    def _evaluation_step(self, batch: Dict[str, Any], stage: str) -> Dict[str, torch.Tensor]:
         labels = batch["label"]
         logits, maps = self.scoremaps(batch["image"], labels)
         correct = logits.argmax(1) == labels
@@ -207,12 +209,13 @@ class WSOLModule(LightningModule):
         if "gt_mask" in batch:
             metrics["mask"].update(maps, batch["gt_mask"])
             self._updated[stage].add("mask")
+        return {"scoremaps": maps}  # for callbacks (predict.py saves them); Lightning keeps no outputs
 
-    def validation_step(self, batch: Dict[str, Any], batch_idx: int) -> None:  # noqa: D102
-        self._evaluation_step(batch, "val")
+    def validation_step(self, batch: Dict[str, Any], batch_idx: int) -> Dict[str, torch.Tensor]:  # noqa: D102
+        return self._evaluation_step(batch, "val")
 
-    def test_step(self, batch: Dict[str, Any], batch_idx: int) -> None:  # noqa: D102
-        self._evaluation_step(batch, "test")
+    def test_step(self, batch: Dict[str, Any], batch_idx: int) -> Dict[str, torch.Tensor]:  # noqa: D102
+        return self._evaluation_step(batch, "test")
 
     def on_validation_epoch_end(self) -> None:  # noqa: D102
         self._log_evaluation("val")
@@ -230,8 +233,9 @@ class WSOLModule(LightningModule):
         if "box" in self._updated[stage]:
             box = metrics["box"].compute()
             results.update(box)
+            self.best_cam_thresholds[stage] = float(metrics["box"].best_threshold())
             if stage == "val":
-                self.best_cam_threshold = float(metrics["box"].best_threshold())
+                self.best_cam_threshold = self.best_cam_thresholds[stage]
         if "mask" in self._updated[stage]:
             results.update(metrics["mask"].compute())
         if "MaxBoxAccV2" in results:

@@ -35,16 +35,18 @@ def largest_contour_box(scoremap: np.ndarray, threshold: float) -> np.ndarray:
 
 
 @torch.no_grad()
-def save_cam_grid(model, datamodule, path: Path, num_images: int = 16, threshold: Optional[float] = None) -> Path:
-    """Draw ``num_images`` validation images with CAM, predicted box and GT boxes.
+def save_cam_grid(model, datamodule, path: Path, num_images: int = 16, threshold: Optional[float] = None,
+                  split: str = "val") -> Path:
+    """Draw ``num_images`` images of ``split`` with CAM, predicted box and GT boxes.
 
     Args:
         model: a trained :class:`~wsol_lightning.module.WSOLModule`.
         datamodule: its data module (set up for validation or not yet).
         path: PNG file to write.
-        num_images: how many images (first of the val split, in order).
+        num_images: how many images (first of the split, in order).
         threshold: CAM threshold of the predicted box; default: the model's
             ``best_cam_threshold`` of its last validation, else 0.5.
+        split: ``"val"`` or ``"test"``.
 
     Returns:
         ``path``.
@@ -56,9 +58,9 @@ def save_cam_grid(model, datamodule, path: Path, num_images: int = 16, threshold
 
     if threshold is None:
         threshold = model.best_cam_threshold if model.best_cam_threshold is not None else 0.5
-    datamodule.setup("validate")
-    # The split's first images, read directly: under DDP val_dataloader() holds this rank's share only.
-    batch = next(iter(DataLoader(datamodule.datasets["val"], batch_size=num_images, shuffle=False,
+    datamodule.setup("validate" if split == "val" else "test")
+    # The split's first images, read directly: under DDP the loaders hold this rank's share only.
+    batch = next(iter(DataLoader(datamodule.datasets[split], batch_size=num_images, shuffle=False,
                                  collate_fn=collate)))
     images = batch["image"][:num_images]
     labels = batch["label"][:num_images]

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.fit_support import fitted_run  # noqa: F401  (one fit.py run shared by resume/predict tests)
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
