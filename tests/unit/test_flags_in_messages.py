@@ -8,7 +8,8 @@ flag followed by a ``{...}`` field, ``--model.{name}``, is a template and left o
 (``--data.x``) that build them; the methods' hyperparameters become ``--model.<name>`` through the
 registry. A file's messages can be printed by every script that imports it (followed through the
 package's imports); each of those scripts' parsers must know the flag: fit.py's LightningCLI parser,
-evaluate.py's, and tune.py's own parser together with fit.py's (tune.py hands the other flags to it).
+evaluate.py's, tune.py's own parser together with fit.py's (tune.py hands the other flags to it), and
+predict.py's together with fit.py's (it rebuilds a fit.py run from its checkpoint).
 Shell scripts are left out (``start_postgres.sh --stop`` is their own argument).
 """
 
@@ -22,7 +23,7 @@ from unittest import mock
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = ("fit", "tune", "evaluate")
+SCRIPTS = ("fit", "tune", "evaluate", "predict")
 FLAG = re.compile(r"(?<![\w-])--[A-Za-z][\w.-]*")
 FIELD = "\x00"  # stands for an f-string's {...} field
 
@@ -35,6 +36,7 @@ class _Captured(Exception):
 
 def _script_parser(name: str):
     """The parser the script builds, caught when it starts parsing (``main([])``, nothing else runs)."""
+    import jsonargparse
     from lightning.pytorch.cli import LightningCLI
 
     def capture(parser, *args, **kwargs):
@@ -43,6 +45,7 @@ def _script_parser(name: str):
     module = __import__(f"wsol_lightning.{name}", fromlist=["main"])
     main = getattr(module.main, "__wrapped__", module.main)
     with mock.patch.object(argparse.ArgumentParser, "parse_known_args", capture), \
+            mock.patch.object(jsonargparse.ArgumentParser, "parse_args", capture), \
             mock.patch.object(LightningCLI, "parse_arguments", lambda self, parser, args: capture(parser)):
         with pytest.raises(_Captured) as info:
             main([])
@@ -54,6 +57,10 @@ def known_flags() -> Dict[str, Set[str]]:
     """The flags each script accepts (tune.py: its own and fit.py's)."""
     flags = {name: set(_script_parser(name)._option_string_actions) for name in SCRIPTS}
     flags["tune"] |= flags["fit"]
+    # predict.py rebuilds the model and data of a fit.py run from its checkpoint: a message about a
+    # --model.* / fit.py flag there names the setting of the fit.py run that made the checkpoint.
+    # It also prints the evaluate.py command that re-scores the maps it exports.
+    flags["predict"] |= flags["fit"] | flags["evaluate"]
     return flags
 
 
