@@ -189,11 +189,12 @@ def test_hole_counts_from_the_euler_number_equal_opencv():
 
 @pytest.mark.parametrize("floor", [0.3, 0.5])
 def test_floor_keeps_every_iou_at_or_above_it_exact(floor):
-    """With a floor (BoxCounts passes its smallest IoU threshold) hole contours that cannot reach it
-    are skipped: IoUs >= floor stay exact, smaller ones may come back lower but stay below it."""
+    """With a floor (BoxCounts passes its smallest IoU threshold) contours whose box covers less than
+    the floor's share of every GT box are not looked at (nor holes inside them): IoUs >= floor stay
+    exact, smaller ones may come back lower but stay below it."""
     maps, gts = random_scoremaps(40, 21, kinds=("ring", "noisy", "multimodal"))
     # A thin ring whose hole box beats the outer box (IoU 0.0245 vs 0.0198) although the ring's box
-    # covers under 5% of the GT box: with any floor above that, the hole is skipped.
+    # covers under 5% of the GT box: with any floor above that, neither is looked at.
     ring = np.zeros((100, 100))
     ring[0:60, 0:60] = 1.0
     ring[20:58, 20:58] = 0.0
@@ -207,4 +208,4 @@ def test_floor_keeps_every_iou_at_or_above_it_exact(floor):
         above = reference >= floor
         assert np.array_equal(got[above], exact[above])
         assert np.all(got[~above] <= exact[~above]) and np.all(got[~above] < floor)
-    assert exact == pytest.approx(100 / 4081) and got == pytest.approx(121 / 6100)  # the ring: lowered
+    assert exact == pytest.approx(100 / 4081) and got == pytest.approx(0.0)  # the ring: lowered to 0
