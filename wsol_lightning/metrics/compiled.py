@@ -34,7 +34,7 @@ _SOURCES = (_MODULE_DIR / "sweeps.py", Path(__file__).resolve())
 
 #: Rows of the kernel's workspace arrays (int32, int64 and bool, one column per framed pixel); the
 #: kernel checks them (its row indices are in :mod:`~wsol_lightning.metrics.sweeps`).
-NUM_INT32, NUM_INT64, NUM_BOOL = 12, 2, 3
+NUM_INT32, NUM_INT64, NUM_BOOL = 13, 2, 3
 
 _WORKSPACE = "i4[:, ::1], i8[:, ::1], i2[::1], u1[::1], b1[:, ::1], f8[:, ::1]"
 #: Exported name -> signature (the ahead-of-time module has one function per argument type).
@@ -169,7 +169,7 @@ def workspace(height: int, width: int):
 
     size = (height + 2) * (width + 2)
     return (np.empty((NUM_INT32, size), np.int32), np.empty((NUM_INT64, size), np.int64), np.empty(size, np.int16),
-            np.empty(size, np.uint8), np.empty((NUM_BOOL, size), np.bool_), np.empty((2, size), np.float64))
+            np.empty(2 * size, np.uint8), np.empty((NUM_BOOL, size), np.bool_), np.empty((2, size), np.float64))
 
 
 def clear_ahead_of_time_cache() -> None:

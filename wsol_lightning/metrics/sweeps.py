@@ -49,10 +49,11 @@ NUM_LEVELS = 256
 _jit = numba.njit(cache=True, nogil=True, boundscheck=False)
 
 #: Rows of the int32 workspace (one column per framed pixel; :func:`compiled.workspace` allocates it).
-I_PARENT, I_SIZE, I_X0, I_Y0, I_X1, I_Y1, I_CAND, I_DIRTY_LIST, I_RAW_FIRST, I_RAW_LAST, I_RAW_CLASS, I_SEG_FIRST = \
-    range(12)
-# int64 rows: raw and sorted segment info (``length << 32 | y << 8 | mask``); bool rows: border,
-# dirty, candidate; float64 rows: cached IoU, cached GT share.
+(I_PARENT, I_SIZE, I_X0, I_Y0, I_X1, I_Y1, I_CAND, I_DIRTY_LIST, I_RAW_FIRST, I_RAW_LAST, I_RAW_CLASS, I_RUN_OF,
+ I_SEG_FIRST) = range(13)
+NUM_INT32 = 13
+# int64 rows: -, sorted run info (``length << 32 | y``); uint8: foreground then background masks (two
+# per pixel); bool rows: border, dirty, candidate; float64 rows: cached IoU, cached GT share.
 
 
 def _tables():
@@ -110,8 +111,9 @@ def _classes(u8, lut, cls):
 
 
 @_jit
-def _foreground_masks(cls, masks, height, width):
-    """Neighbours entered before each pixel in the foreground sweep (class descending, raster order)."""
+def _masks(cls, fg_masks, bg_masks, height, width):
+    """Neighbours entered before each pixel: foreground sweep (class descending, raster order within a
+    class; ring bits N NE E SE S SW W NW) and background sweep (ascending; bits N E S W NW SW)."""
     pitch = width + 2
     for y in range(1, height + 1):
         above, here, below = (y - 1) * pitch, y * pitch, (y + 1) * pitch
@@ -119,8 +121,9 @@ def _foreground_masks(cls, masks, height, width):
         n, ne, nw = cls[above + 1:above + 1 + width], cls[above + 2:above + 2 + width], cls[above:above + width]
         e, w = cls[here + 2:here + 2 + width], cls[here:here + width]
         s, se, sw = cls[below + 1:below + 1 + width], cls[below + 2:below + 2 + width], cls[below:below + width]
-        out = masks[here + 1:here + 1 + width]
-        for x in range(width):  # written so that it vectorizes
+        fg = fg_masks[here + 1:here + 1 + width]
+        bg = bg_masks[here + 1:here + 1 + width]
+        for x in range(width):  # written so that it vectorizes (frame: -1, entered by neither sweep)
             c = c0[x]
             v = np.uint8(n[x] >= c)
             v |= np.uint8(ne[x] >= c) << 1
@@ -130,64 +133,43 @@ def _foreground_masks(cls, masks, height, width):
             v |= np.uint8(sw[x] > c) << 5
             v |= np.uint8(w[x] >= c) << 6
             v |= np.uint8(nw[x] >= c) << 7
-            out[x] = v
+            fg[x] = v
+            u = np.uint8((n[x] >= 0) & (n[x] <= c))
+            u |= np.uint8((e[x] >= 0) & (e[x] < c)) << 1
+            u |= np.uint8((s[x] >= 0) & (s[x] < c)) << 2
+            u |= np.uint8((w[x] >= 0) & (w[x] <= c)) << 3
+            u |= np.uint8((nw[x] >= 0) & (nw[x] <= c)) << 4
+            u |= np.uint8((sw[x] >= 0) & (sw[x] < c)) << 5
+            bg[x] = u
 
 
 @_jit
-def _background_masks(cls, masks, height, width):
-    """Same for the background sweep (class ascending, raster order): bits N E S W NW SW."""
-    pitch = width + 2
-    for y in range(1, height + 1):
-        above, here, below = (y - 1) * pitch, y * pitch, (y + 1) * pitch
-        c0 = cls[here + 1:here + 1 + width]
-        n, nw = cls[above + 1:above + 1 + width], cls[above:above + width]
-        e, w = cls[here + 2:here + 2 + width], cls[here:here + width]
-        s, sw = cls[below + 1:below + 1 + width], cls[below:below + width]
-        out = masks[here + 1:here + 1 + width]
-        for x in range(width):
-            c = c0[x]
-            v = np.uint8((n[x] >= 0) & (n[x] <= c))
-            v |= np.uint8((e[x] >= 0) & (e[x] < c)) << 1
-            v |= np.uint8((s[x] >= 0) & (s[x] < c)) << 2
-            v |= np.uint8((w[x] >= 0) & (w[x] <= c)) << 3
-            v |= np.uint8((nw[x] >= 0) & (nw[x] <= c)) << 4
-            v |= np.uint8((sw[x] >= 0) & (sw[x] < c)) << 5
-            out[x] = v
+def _runs(cls, height, width, nclass, ints, info, cstart):
+    """Runs of one class along the rows, sorted by class (raster order within a class).
 
-
-@_jit
-def _segments(cls, masks, cut, height, width, nclass, parent, ints, info, cstart, euler_by_class, with_euler):
-    """Cut rows into segments (see the module docstring); sort them by class (raster order within).
-
-    Sets the parent of every pixel but a segment's first to that first pixel.
-    Returns the number of segments; ``cstart[c]:cstart[c + 1]`` are class
-    ``c``'s in ``ints[I_SEG_FIRST]`` / ``info[1]``. With ``with_euler``, adds
-    4 x the Euler change of each pixel to its class in ``euler_by_class``.
+    ``ints[I_RUN_OF][p]`` is the first pixel of ``p``'s run (every sweep starts
+    its parents from it). Returns the number of runs; ``cstart[c]:cstart[c + 1]``
+    are class ``c``'s in ``ints[I_SEG_FIRST]`` / ``info[1]`` (``length << 32 | y``).
     """
     pitch = width + 2
-    raw_first, raw_last, raw_class = ints[I_RAW_FIRST], ints[I_RAW_LAST], ints[I_RAW_CLASS]
-    raw_info = info[0]
+    raw_first, raw_last, raw_class, run_of = ints[I_RAW_FIRST], ints[I_RAW_LAST], ints[I_RAW_CLASS], ints[I_RUN_OF]
     count = 0
     for y in range(1, height + 1):
         base = y * pitch
         prev = -2
         first = 0
-        for x in range(1, width + 1):
+        for x in range(1, width + 1):  # branch-free: a new run is one more index, not a jump
             p = base + x
             c = cls[p]
-            mask = masks[p]
-            if with_euler:
-                euler_by_class[c] += EULER8[mask]
-            if c != prev or cut[mask]:
-                raw_first[count] = p
-                raw_info[count] = ((y - 1) << 8) | np.int64(mask)
-                raw_class[count] = c
-                count += 1
-                prev = c
-                first = p
-            else:
-                parent[p] = first
-            raw_last[count - 1] = p
+            start = c != prev
+            count += start
+            first = p if start else first
+            run_of[p] = first
+            k = count - 1
+            raw_first[k] = first
+            raw_class[k] = c
+            raw_last[k] = p
+            prev = c
     cstart[:] = 0
     for k in range(count):
         cstart[raw_class[k] + 1] += 1
@@ -198,16 +180,21 @@ def _segments(cls, masks, cut, height, width, nclass, parent, ints, info, cstart
     for k in range(count):
         c = raw_class[k]
         seg_first[fill[c]] = raw_first[k]
-        seg_info[fill[c]] = raw_info[k] | (np.int64(raw_last[k] - raw_first[k] + 1) << 32)
+        seg_info[fill[c]] = (np.int64(raw_last[k] - raw_first[k] + 1) << 32) | (raw_first[k] // pitch - 1)
         fill[c] += 1
     return count
 
 
 # ----------------------------------------------------------------------------- the sweeps
 @_jit
-def _sweep(background, cls_from, cls_to, cstart, height, width, gt, floor, ints, info, flags, cached,
-           evaluate, best_out, count_out, bound_out, euler_by_class, euler_out):
-    """One union-find sweep over the segments of classes ``cls_from`` .. ``cls_to`` (either direction).
+def _sweep(background, cls_from, cls_to, cstart, height, width, gt, floor, ints, info, masks, flags, cached,
+           evaluate, best_out, count_out, bound_out, euler_out):
+    """One union-find sweep over the runs of classes ``cls_from`` .. ``cls_to`` (either direction).
+
+    A run joins the components of its first pixel's entered neighbours (one
+    find per ring run of them) and of those of any later pixel whose mask says
+    a new piece of neighbours starts there (:data:`CUT8` / :data:`CUT4`); the
+    other pixels' entered neighbours touch ones already joined.
 
     After each class ``c`` whose level (``c - 1`` foreground, ``c`` background)
     has ``evaluate[level]``: ``best_out[level]`` = best IoU over the
@@ -222,6 +209,8 @@ def _sweep(background, cls_from, cls_to, cstart, height, width, gt, floor, ints,
     cand, dirty_list = ints[I_CAND], ints[I_DIRTY_LIST]
     seg_first, seg_info = ints[I_SEG_FIRST], info[1]
     border, dirty, in_cand = flags[0], flags[1], flags[2]
+    size_ = (height + 2) * pitch
+    parent[:size_] = ints[I_RUN_OF][:size_]  # every pixel's parent: its run's first pixel (set when the run enters)
     gt_area = (gt[:, 2] - gt[:, 0] + 1) * (gt[:, 3] - gt[:, 1] + 1)
     ring8 = np.array([-pitch, -pitch + 1, 1, pitch + 1, pitch, pitch - 1, -1, -pitch - 1], np.int64)
     ring4 = np.array([-pitch, 1, pitch, -1], np.int64)
@@ -233,92 +222,105 @@ def _sweep(background, cls_from, cls_to, cstart, height, width, gt, floor, ints,
     for c in range(cls_from, cls_to + step_dir, step_dir):
         for j in range(cstart[c], cstart[c + 1]):
             p = seg_first[j]
-            segment = seg_info[j]
-            mask = segment & 255
-            y = (segment >> 8) & 0xFFFFFF
+            run = seg_info[j]
+            y = run & 0xFFFFFFFF
+            length = run >> 32
             x = p - (y + 1) * pitch - 1
-            x_last = x + (segment >> 32) - 1
-            if background:
-                runs = RUN_COUNT4[mask & 15]
-                on_border = y == 0 or x == 0 or y == height - 1 or x_last == width - 1
-            else:
-                runs = RUN_COUNT8[mask]
-                on_border = False
+            x_last = x + length - 1
+            on_border = background and (y == 0 or x == 0 or y == height - 1 or x_last == width - 1)
             root = -1
-            for t in range(runs):  # one find per run of touching entered neighbours
+            for q in range(p, p + length):
+                mask = masks[q]
                 if background:
-                    b = p + ring4[RUN_STARTS4[mask & 15, t]]
+                    if q != p:
+                        if not CUT4[mask]:
+                            continue
+                        mask &= 7  # not W: the run itself, already joined
+                    mask &= 15
+                    runs = RUN_COUNT4[mask]
                 else:
-                    b = p + ring8[RUN_STARTS8[mask, t]]
-                while parent[b] != b:  # find, with path halving
-                    parent[b] = parent[parent[b]]
-                    b = parent[b]
-                if root < 0:
-                    root = b
-                elif b != root:  # union by size
-                    a = root
-                    if size[a] < size[b]:
-                        a, b = b, a
-                    parent[b] = a
-                    size[a] += size[b]
-                    ncomp -= 1
-                    grown = False
-                    if bx0[b] < bx0[a]:
-                        bx0[a] = bx0[b]
-                        grown = True
-                    if bx1[b] > bx1[a]:
-                        bx1[a] = bx1[b]
-                        grown = True
-                    if by0[b] < by0[a]:
-                        by0[a] = by0[b]
-                        grown = True
-                    if by1[b] > by1[a]:
-                        by1[a] = by1[b]
-                        grown = True
-                    if border[b]:
-                        border[a] = True
-                    if grown and not dirty[a]:
-                        dirty[a] = True
-                        dirty_list[ndirty] = a
-                        ndirty += 1
-                    root = a
-            if root < 0:  # a new component
-                parent[p] = p
-                size[p] = x_last - x + 1
-                bx0[p] = x
-                bx1[p] = x_last
-                by0[p] = y
-                by1[p] = y
-                border[p] = on_border
-                in_cand[p] = False
-                dirty[p] = True
-                dirty_list[ndirty] = p
-                ndirty += 1
-                ncomp += 1
-            else:
-                parent[p] = root
-                size[root] += x_last - x + 1
-                grown = False
-                if x < bx0[root]:
-                    bx0[root] = x
-                    grown = True
-                if x_last > bx1[root]:
-                    bx1[root] = x_last
-                    grown = True
-                if y < by0[root]:
-                    by0[root] = y
-                    grown = True
-                if y > by1[root]:
-                    by1[root] = y
-                    grown = True
-                if on_border:
-                    border[root] = True
-                if grown and not dirty[root]:
-                    dirty[root] = True
-                    dirty_list[ndirty] = root
+                    euler4 += EULER8[mask]
+                    if q != p:
+                        if not CUT8[mask]:
+                            continue
+                        mask &= 0xBF  # not W: the run itself, already joined
+                    runs = RUN_COUNT8[mask]
+                for t in range(runs):  # one find per run of touching entered neighbours
+                    if background:
+                        b = q + ring4[RUN_STARTS4[mask, t]]
+                    else:
+                        b = q + ring8[RUN_STARTS8[mask, t]]
+                    while parent[b] != b:  # find, with path halving
+                        parent[b] = parent[parent[b]]
+                        b = parent[b]
+                    if root < 0:
+                        root = b
+                    elif b != root:  # union by size
+                        a = root
+                        if size[a] < size[b]:
+                            a, b = b, a
+                        parent[b] = a
+                        size[a] += size[b]
+                        ncomp -= 1
+                        grown = False
+                        if bx0[b] < bx0[a]:
+                            bx0[a] = bx0[b]
+                            grown = True
+                        if bx1[b] > bx1[a]:
+                            bx1[a] = bx1[b]
+                            grown = True
+                        if by0[b] < by0[a]:
+                            by0[a] = by0[b]
+                            grown = True
+                        if by1[b] > by1[a]:
+                            by1[a] = by1[b]
+                            grown = True
+                        if border[b]:
+                            border[a] = True
+                        if grown and not dirty[a]:
+                            dirty[a] = True
+                            dirty_list[ndirty] = a
+                            ndirty += 1
+                        root = a
+                if q != p:
+                    continue
+                # the run enters (before its later pixels' own neighbours join it)
+                if root < 0:  # a new component
+                    root = p
+                    parent[p] = p
+                    size[p] = length
+                    bx0[p] = x
+                    bx1[p] = x_last
+                    by0[p] = y
+                    by1[p] = y
+                    border[p] = on_border
+                    in_cand[p] = False
+                    dirty[p] = True
+                    dirty_list[ndirty] = p
                     ndirty += 1
-        if not background:
-            euler4 += euler_by_class[c]
+                    ncomp += 1
+                else:
+                    parent[p] = root
+                    size[root] += length
+                    grown = False
+                    if x < bx0[root]:
+                        bx0[root] = x
+                        grown = True
+                    if x_last > bx1[root]:
+                        bx1[root] = x_last
+                        grown = True
+                    if y < by0[root]:
+                        by0[root] = y
+                        grown = True
+                    if y > by1[root]:
+                        by1[root] = y
+                        grown = True
+                    if on_border:
+                        border[root] = True
+                    if grown and not dirty[root]:
+                        dirty[root] = True
+                        dirty_list[ndirty] = root
+                        ndirty += 1
         level = c if background else c - 1
         if level < 0 or not evaluate[level]:
             continue
@@ -386,24 +388,22 @@ def _level_sweeps(u8, lut, nclass, gt, holes, floor, ws_int, ws_info, ws_cls, ws
     """
     height, width = u8.shape
     size = (height + 2) * (width + 2)
-    if (ws_int.shape[0] < 12 or ws_int.shape[1] < size or ws_info.shape[0] < 2 or ws_info.shape[1] < size
-            or ws_cls.shape[0] < size or ws_masks.shape[0] < size or ws_flags.shape[0] < 3
+    if (ws_int.shape[0] < NUM_INT32 or ws_int.shape[1] < size or ws_info.shape[0] < 2 or ws_info.shape[1] < size
+            or ws_cls.shape[0] < size or ws_masks.shape[0] < 2 * size or ws_flags.shape[0] < 3
             or ws_flags.shape[1] < size or ws_cached.shape[0] < 2 or ws_cached.shape[1] < size):
         raise ValueError("component sweeps: workspace too small for the map")
     nlev = nclass - 1
-    parent = ws_int[I_PARENT]
+    fg_masks, bg_masks = ws_masks[:size], ws_masks[size:2 * size]
     cstart = np.zeros(nclass + 1, np.int64)
-    euler_by_class = np.zeros(nclass, np.int64)
     _classes(u8, lut, ws_cls)
-    _foreground_masks(ws_cls, ws_masks, height, width)
-    _segments(ws_cls, ws_masks, CUT8, height, width, nclass, parent, ws_int, ws_info, cstart, euler_by_class, True)
+    _masks(ws_cls, fg_masks, bg_masks, height, width)
+    _runs(ws_cls, height, width, nclass, ws_int, ws_info, cstart)
     outer = np.full(nlev, -1.0)
     components = np.zeros(nlev, np.int64)
     bound = np.zeros(nlev)
     euler4 = np.zeros(nlev, np.int64)
-    every_level = np.ones(nlev, np.bool_)
-    _sweep(False, nclass - 1, 1, cstart, height, width, gt, floor, ws_int, ws_info, ws_flags, ws_cached,
-           every_level, outer, components, bound, euler_by_class, euler4)
+    _sweep(False, nclass - 1, 1, cstart, height, width, gt, floor, ws_int, ws_info, fg_masks, ws_flags, ws_cached,
+           np.ones(nlev, np.bool_), outer, components, bound, euler4)
     hole_count = components - euler4 // 4
     result = outer.copy()
     if holes:
@@ -415,13 +415,10 @@ def _level_sweeps(u8, lut, nclass, gt, holes, floor, ws_int, ws_info, ws_cls, ws
             if matters[level]:
                 last = level
         if last >= 0:
-            _background_masks(ws_cls, ws_masks, height, width)
-            _segments(ws_cls, ws_masks, CUT4, height, width, nclass, parent, ws_int, ws_info, cstart,
-                      euler_by_class, False)
             hole_best = np.full(nlev, -1.0)
             hole_components = np.zeros(nlev, np.int64)
-            _sweep(True, 0, last, cstart, height, width, gt, floor, ws_int, ws_info, ws_flags, ws_cached,
-                   matters, hole_best, hole_components, bound, euler_by_class, euler4)
+            _sweep(True, 0, last, cstart, height, width, gt, floor, ws_int, ws_info, bg_masks, ws_flags, ws_cached,
+                   matters, hole_best, hole_components, bound, euler4)
             for level in range(last + 1):
                 if matters[level] and hole_best[level] > result[level]:
                     result[level] = hole_best[level]
@@ -462,16 +459,19 @@ def scoremap_best_ious(scoremap, thresholds, gt, floor, ws_int, ws_info, ws_cls,
     """
     height, width = scoremap.shape
     u8 = np.empty((height, width), np.uint8)
-    top = 0
-    for y in range(height):
+    top = np.uint8(0)
+    invalid = False
+    for y in range(height):  # written so that it vectorizes
+        row = scoremap[y]
+        out = u8[y]
         for x in range(width):
-            value = np.float64(scoremap[y, x])
-            if not (0.0 <= value <= 1.0):  # NaN too
-                return np.empty(0)
-            v = np.uint8(value * 255.0)
-            u8[y, x] = v
-            if v > top:
-                top = v
+            value = np.float64(row[x])
+            invalid |= not (0.0 <= value <= 1.0)  # NaN too
+            v = np.uint8(min(max(value, 0.0), 1.0) * 255.0)
+            out[x] = v
+            top = max(top, v)
+    if invalid:
+        return np.empty(0)
     needed = np.zeros(NUM_LEVELS + 1, np.bool_)
     level_of = np.empty(thresholds.shape[0], np.int64)
     for i in range(thresholds.shape[0]):
