@@ -4,8 +4,9 @@ The reference (``tests/reference_wsol_metrics.py``) runs one ``cv2.findContours`
 per map and threshold; the kernel derives V2 from connected components and V1
 from one ``RETR_EXTERNAL`` search per distinct level. Hundreds of random maps
 (multimodal, ring-shaped with holes, plateaus with tied contour areas, noisy
-with thousands of contours, flat; float32 and float64; 1-3 GT boxes) at
-intervals 0.01 and 0.001, and every 4x4 binary image.
+with thousands of contours, speckled CAMs, flat; float32 and float64; 1-3 GT
+boxes) at intervals 0.01 and 0.001, and every 4x4 binary image; the
+ahead-of-time build of the kernel equals the just-in-time one.
 """
 
 import itertools
@@ -17,7 +18,9 @@ import pytest
 from tests.reference_wsol_metrics import (best_iou, best_ious, contour_boxes, max_box_acc_both,
                                           random_scoremaps)
 from wsol_lightning.metrics import boxes as kernel
-from wsol_lightning.metrics.boxes import BoxCounts, best_ious_per_threshold, contour_boxes_and_areas
+from wsol_lightning.metrics import compiled
+from wsol_lightning.metrics.boxes import (BoxCounts, best_ious_per_threshold, contour_boxes_and_areas,
+                                          scoremap_all_contour_ious)
 
 
 def _assert_map_parity(maps, gts, interval):
@@ -41,6 +44,15 @@ def test_best_iou_at_every_threshold_equals_the_reference_at_0_001():
     maps, gts = random_scoremaps(24, 10, kinds=("multimodal", "ring", "plateaus", "flat"))
     noisy, noisy_gts = random_scoremaps(2, 11, kinds=("noisy",))
     _assert_map_parity(maps + noisy, gts + noisy_gts, 0.001)
+
+
+@pytest.mark.parametrize("interval", [0.01, 0.001])
+def test_speckled_cams_equal_the_reference(interval):
+    """Smooth CAMs with light pixel speckle: hundreds of small contours and holes on the slopes at every
+    threshold, holes that matter; per threshold, V1 and V2, float32 and float64 (96x96: the reference
+    traces every contour in Python)."""
+    maps, gts = random_scoremaps(4 if interval == 0.01 else 1, 40, size=96, kinds=("speckled",))
+    _assert_map_parity(maps, gts, interval)
 
 
 @pytest.mark.parametrize("interval", [0.01, 0.001])
@@ -209,3 +221,35 @@ def test_floor_keeps_every_iou_at_or_above_it_exact(floor):
         assert np.array_equal(got[above], exact[above])
         assert np.all(got[~above] <= exact[~above]) and np.all(got[~above] < floor)
     assert exact == pytest.approx(100 / 4081) and got == pytest.approx(0.0)  # the ring: lowered to 0
+
+
+def test_ahead_of_time_kernel_equals_the_just_in_time_kernel():
+    """The extension module ``evaluate.py`` loads (built once with numba.pycc) computes what the JIT does."""
+    aot = compiled.ahead_of_time()
+    if aot is None:
+        pytest.skip(f"no ahead-of-time build here: {compiled._state['aot_error']}")
+    jit = compiled.just_in_time()
+    maps, gts = random_scoremaps(5, 50, kinds=("multimodal", "ring", "noisy", "speckled", "flat"))
+    thresholds = np.arange(0, 1, 0.01)
+    for scoremap, gt in zip(maps, gts):
+        gt = np.ascontiguousarray(gt, dtype=np.int64)
+        for floor in (0.0, 0.3):
+            for dtype in (np.float32, np.float64):
+                name = "scoremap_best_ious_f4" if dtype == np.float32 else "scoremap_best_ious_f8"
+                one = np.ascontiguousarray(scoremap, dtype=dtype)
+                expected = getattr(jit, name)(one, thresholds, gt, floor, *compiled.workspace(224, 224))
+                got = getattr(aot, name)(one, thresholds, gt, floor, *compiled.workspace(224, 224))
+                assert np.array_equal(expected, got)
+            u8, levels = kernel.scoremap_levels(scoremap, thresholds)
+            levels = np.unique(levels)
+            expected = jit.level_sweeps(u8, levels, gt, True, floor, *compiled.workspace(224, 224))
+            got = aot.level_sweeps(u8, levels, gt, True, floor, *compiled.workspace(224, 224))
+            assert all(np.array_equal(a, b) for a, b in zip(expected, got))
+
+
+@pytest.mark.parametrize("value", [np.nan, 1.5, -0.25])
+def test_the_compiled_path_refuses_maps_outside_0_1(value):
+    scoremap = np.zeros((20, 20), np.float32)
+    scoremap[3, 4] = value
+    with pytest.raises(ValueError, match="NaN or values outside"):
+        scoremap_all_contour_ious(scoremap, np.array([[0, 0, 5, 5]]), np.arange(0, 1, 0.1))

@@ -27,7 +27,7 @@ How it is made cheap without changing a number:
   20 000 random ones (``tests/unit/test_metrics_boxes.py`` keeps checking
   it). The components of all levels at once are two union-find sweeps
   (:mod:`~wsol_lightning.metrics.sweeps`: foreground 8-connected from the top
-  level down, holes 4-connected from the bottom up, over row segments of one
+  level down, holes 4-connected from the bottom up, over row runs of one
   level class), compiled with numba (:mod:`~wsol_lightning.metrics.compiled`):
   the cost does not grow with the number of contours, so noisy early-epoch
   maps with thousands of small contours per level cost about what smooth ones

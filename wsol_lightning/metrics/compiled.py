@@ -21,20 +21,18 @@ import importlib.machinery
 import importlib.util
 import os
 import platform
-import shutil
 import sys
 import tempfile
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Optional
 
 _MODULE_DIR = Path(__file__).resolve().parent
 _SOURCES = (_MODULE_DIR / "sweeps.py", Path(__file__).resolve())
 
 #: Rows of the kernel's workspace arrays (int32, int64 and bool, one column per framed pixel); the
 #: kernel checks them (its row indices are in :mod:`~wsol_lightning.metrics.sweeps`).
-NUM_INT32, NUM_INT64, NUM_BOOL = 13, 2, 3
+NUM_INT32, NUM_INT64, NUM_BOOL = 13, 1, 3
 
 _WORKSPACE = "i4[:, ::1], i8[:, ::1], i2[::1], u1[::1], b1[:, ::1], f8[:, ::1]"
 #: Exported name -> signature (the ahead-of-time module has one function per argument type).
@@ -154,13 +152,10 @@ def use_ahead_of_time() -> bool:
     return _state["use_aot"]
 
 
-def kernel() -> Optional[SimpleNamespace]:
-    """The kernel in use: ``level_sweeps`` and ``scoremap_best_ious_f4`` / ``_f8`` (arguments: see sweeps)."""
-    if _state["use_aot"]:
-        module = _state["aot"]
-        return SimpleNamespace(level_sweeps=module.level_sweeps, scoremap_best_ious_f4=module.scoremap_best_ious_f4,
-                               scoremap_best_ious_f8=module.scoremap_best_ious_f8)
-    return just_in_time()
+def kernel():
+    """The kernel in use (the ahead-of-time module, or a namespace of JIT functions, or None without
+    numba): ``level_sweeps`` and ``scoremap_best_ious_f4`` / ``_f8`` (arguments: see sweeps)."""
+    return _state["aot"] if _state["use_aot"] else just_in_time()
 
 
 def workspace(height: int, width: int):
@@ -170,14 +165,3 @@ def workspace(height: int, width: int):
     size = (height + 2) * (width + 2)
     return (np.empty((NUM_INT32, size), np.int32), np.empty((NUM_INT64, size), np.int64), np.empty(size, np.int16),
             np.empty(2 * size, np.uint8), np.empty((NUM_BOOL, size), np.bool_), np.empty((2, size), np.float64))
-
-
-def clear_ahead_of_time_cache() -> None:
-    """Delete every built ahead-of-time module (tests; a stale build is otherwise just never loaded)."""
-    for directory in _cache_dirs():
-        if directory.is_dir():
-            for path in directory.glob("_sweeps_aot_*"):
-                if path.is_file():
-                    path.unlink()
-                else:
-                    shutil.rmtree(path, ignore_errors=True)

@@ -14,17 +14,18 @@ sweeps then build the components of all levels:
 * background (holes): classes from the bottom up, 4-connected; only up to the
   last level where a hole exists and could matter (below).
 
-What makes it cheap (a 224x224 map in well under a millisecond when smooth):
+What makes it cheap (a smooth 224x224 map in under a millisecond):
 
 * whole-image passes that compilers vectorize: classes (a 256-entry table),
-  and for every pixel the bit mask of its neighbours that enter *before* it
-  (higher class, or the same class earlier in raster order);
-* *segments*: a row's run of one class is joined in one step from its first
-  pixel's mask, because every later pixel of the run touches only neighbours
-  already joined through the pixel on its left, unless a new piece of
-  neighbours starts above, below or to the right (a table, :data:`CUT8` /
-  :data:`CUT4`, cuts the run there); the other pixels get their parent in the
-  raster pass. Smooth maps have a third as many segments as pixels;
+  and for every pixel the bit masks of its neighbours that enter *before* it
+  in either sweep (higher, resp. lower class, or the same class earlier in
+  raster order);
+* *runs*: a row's run of one class enters as one element, joined from its
+  first pixel's mask; a later pixel of the run touches only neighbours already
+  joined through the pixel on its left, unless a new piece of neighbours
+  starts above, below or to the right of it (a table, :data:`CUT8` /
+  :data:`CUT4`), and only such pixels join more. Every pixel's parent starts
+  at its run's first pixel. Smooth maps have a third as many runs as pixels;
 * the Euler number of the foreground (components - holes) per level from the
   masks (Gray's bit quads): the background sweep is skipped where no hole
   exists, and where no hole can beat the outer borders (a hole's box lies in
@@ -52,12 +53,12 @@ _jit = numba.njit(cache=True, nogil=True, boundscheck=False)
 (I_PARENT, I_SIZE, I_X0, I_Y0, I_X1, I_Y1, I_CAND, I_DIRTY_LIST, I_RAW_FIRST, I_RAW_LAST, I_RAW_CLASS, I_RUN_OF,
  I_SEG_FIRST) = range(13)
 NUM_INT32 = 13
-# int64 rows: -, sorted run info (``length << 32 | y``); uint8: foreground then background masks (two
-# per pixel); bool rows: border, dirty, candidate; float64 rows: cached IoU, cached GT share.
+# int64 row: sorted run info (``length << 32 | y``); uint8: foreground then background masks
+# (two per pixel); bool rows: border, dirty, candidate; float64 rows: cached IoU, cached GT share.
 
 
 def _tables():
-    """Per neighbour mask: ring runs (one find each), 4 x Euler change, and where a segment is cut.
+    """Per neighbour mask: ring runs (one find each), 4 x Euler change, and whether a run's pixel joins more.
 
     Foreground masks: bit k = ring neighbour k in the order N NE E SE S SW W NW
     (ring-consecutive neighbours touch, so a circular run of entered ones is one
@@ -149,7 +150,7 @@ def _runs(cls, height, width, nclass, ints, info, cstart):
 
     ``ints[I_RUN_OF][p]`` is the first pixel of ``p``'s run (every sweep starts
     its parents from it). Returns the number of runs; ``cstart[c]:cstart[c + 1]``
-    are class ``c``'s in ``ints[I_SEG_FIRST]`` / ``info[1]`` (``length << 32 | y``).
+    are class ``c``'s in ``ints[I_SEG_FIRST]`` / ``info[0]`` (``length << 32 | y``).
     """
     pitch = width + 2
     raw_first, raw_last, raw_class, run_of = ints[I_RAW_FIRST], ints[I_RAW_LAST], ints[I_RAW_CLASS], ints[I_RUN_OF]
@@ -175,7 +176,7 @@ def _runs(cls, height, width, nclass, ints, info, cstart):
         cstart[raw_class[k] + 1] += 1
     for c in range(nclass):
         cstart[c + 1] += cstart[c]
-    seg_first, seg_info = ints[I_SEG_FIRST], info[1]
+    seg_first, seg_info = ints[I_SEG_FIRST], info[0]
     fill = cstart[:nclass].copy()
     for k in range(count):
         c = raw_class[k]
@@ -207,7 +208,7 @@ def _sweep(background, cls_from, cls_to, cstart, height, width, gt, floor, ints,
     parent, size = ints[I_PARENT], ints[I_SIZE]
     bx0, by0, bx1, by1 = ints[I_X0], ints[I_Y0], ints[I_X1], ints[I_Y1]
     cand, dirty_list = ints[I_CAND], ints[I_DIRTY_LIST]
-    seg_first, seg_info = ints[I_SEG_FIRST], info[1]
+    seg_first, seg_info = ints[I_SEG_FIRST], info[0]
     border, dirty, in_cand = flags[0], flags[1], flags[2]
     size_ = (height + 2) * pitch
     parent[:size_] = ints[I_RUN_OF][:size_]  # every pixel's parent: its run's first pixel (set when the run enters)
@@ -388,7 +389,7 @@ def _level_sweeps(u8, lut, nclass, gt, holes, floor, ws_int, ws_info, ws_cls, ws
     """
     height, width = u8.shape
     size = (height + 2) * (width + 2)
-    if (ws_int.shape[0] < NUM_INT32 or ws_int.shape[1] < size or ws_info.shape[0] < 2 or ws_info.shape[1] < size
+    if (ws_int.shape[0] < NUM_INT32 or ws_int.shape[1] < size or ws_info.shape[0] < 1 or ws_info.shape[1] < size
             or ws_cls.shape[0] < size or ws_masks.shape[0] < 2 * size or ws_flags.shape[0] < 3
             or ws_flags.shape[1] < size or ws_cached.shape[0] < 2 or ws_cached.shape[1] < size):
         raise ValueError("component sweeps: workspace too small for the map")
