@@ -98,6 +98,9 @@ def _build(directory: Path, name: str) -> Path:
             built = Path(scratch) / cc.output_file
             target = directory / cc.output_file
             os.replace(built, target)  # atomic: a concurrent build or reader never sees half a file
+    for stale in directory.glob("_sweeps_aot_*"):  # builds of earlier versions of the kernel
+        if stale.name != target.name and stale.is_file():
+            stale.unlink(missing_ok=True)
     return target
 
 
