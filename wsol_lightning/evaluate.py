@@ -17,8 +17,10 @@ one line naming the image id, exit status 2, no result on partial data. Maps
 in the folder that the split does not list are ignored, as by the reference
 (a warning says how many). The maps are shared among ``--workers`` processes
 (default: every core); each returns count arrays that are summed, so the
-figures do not depend on the split of the work. Nothing here imports torch
-(start-up time counts in whole-process use).
+figures do not depend on the split of the work. Start-up time counts in
+whole-process use: nothing here imports torch, nor numba (the box kernel is
+loaded as an extension module built ahead of time on the first run, see
+:mod:`wsol_lightning.metrics.compiled`), nor OpenCV for MaxBoxAccV2.
 """
 
 from __future__ import annotations
