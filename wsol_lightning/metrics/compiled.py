@@ -8,7 +8,7 @@
   numpy and Python versions. Importing it takes a millisecond and no numba,
   where ``import numba`` plus loading the cached JIT kernel take ~0.4 s: that
   is most of a whole ``evaluate.py`` run on 1000 smooth maps. The first use
-  builds it (~15 s, a C compiler needed); if that fails, the JIT kernel is used.
+  builds it (~20 s of CPU, a C compiler needed); if that fails, the JIT kernel is used.
 
 Without numba at all, :func:`kernel` returns None and the box metrics fall back
 to one OpenCV contour search per level (same numbers, slower).
