@@ -28,7 +28,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 _MODULE_DIR = Path(__file__).resolve().parent
-_SOURCES = (_MODULE_DIR / "sweeps.py", Path(__file__).resolve())
+_SOURCE = _MODULE_DIR / "sweeps.py"
 
 #: Rows of the kernel's workspace arrays (int32, int64 and bool, one column per framed pixel); the
 #: kernel checks them (its row indices are in :mod:`~wsol_lightning.metrics.sweeps`).
@@ -55,7 +55,7 @@ def _versions_key() -> str:
         numba_version = version("numba")
     except Exception:  # pragma: no cover - numba without metadata
         numba_version = "?"
-    digest = hashlib.sha256(b"".join(path.read_bytes() for path in _SOURCES))
+    digest = hashlib.sha256(_SOURCE.read_bytes())
     digest.update(repr(sorted(SIGNATURES.items())).encode())
     digest.update(f"{numba_version} {numpy.__version__} {sys.version} {platform.machine()}".encode())
     return digest.hexdigest()[:16]
