@@ -1,13 +1,21 @@
 #!/usr/bin/env python
 """Evaluator speed: ``scripts/evaluate.py`` vs one OpenCV contour search per map and threshold.
 
-Generates N score maps with CUB-style metadata (split ``test``) in a temporary
-folder: half smooth CAM-like maps (a few bumps on a 7x7 to 28x28 grid, resized
-bicubically to 224 and min-max normalized, as a trained network's CAMs), half
-noisy early-epoch maps (a weak bump under blurred pixel noise: hundreds to
-thousands of small contours per threshold). Then times, as whole processes
-(``python ...`` start to exit, imports and map loading included), in the same
-run on the same maps:
+For each map family it generates N score maps with CUB-style metadata (split
+``test``) in a temporary folder (in RAM where there is a tmpfs):
+
+* ``smooth``: CAM-like maps (a few bumps on a 7x7 to 28x28 grid, resized
+  bicubically to 224 and min-max normalized, as a trained network's CAMs);
+* ``speckled``: the same with light pixel-level speckle (uniform noise of up to
+  5-15 % of the range on every pixel): hundreds of small contours and holes
+  around the blobs' slopes at every threshold;
+* ``noisy``: early-epoch maps (a weak bump under blurred pixel noise):
+  hundreds to thousands of small contours per threshold;
+* ``mixed`` (not timed by default): half smooth, half noisy, the table of
+  earlier versions of this benchmark.
+
+Then it times, as whole processes (``python ...`` start to exit, imports and map
+loading included), in the same run on the same maps:
 
 * baseline: wsolevaluation's algorithm as published, in one process as
   ``evaluate_wsol`` runs it: per map (cast to float64 as ``t2n``) and per CAM
@@ -19,21 +27,27 @@ run on the same maps:
 * ``scripts/evaluate.py`` at intervals 0.01 and 0.001, with 2 workers (both
   cores) and 1.
 
-Every process prints its ``localization``; the benchmark fails unless ours
-equals the baseline's. Usage: ``python benchmarks/bench_evaluator.py``
-(1000 maps, about ten minutes, most of it the two baselines and the V1 rows); ``--num-maps 200``
-for a quick table; ``--no-v1`` to skip the largest-contour rows.
+Every process prints its ``localization``; the benchmark fails unless every
+``evaluate.py`` row at interval 0.01 equals the baseline's, and the rows at
+0.001 equal each other. Next to the wall-clock seconds it reports the CPU
+seconds of each process (user + system, children included), which a loaded
+machine disturbs less. Usage: ``python benchmarks/bench_evaluator.py`` (1000
+maps of each family, MaxBoxAccV2; minutes, most of it the baselines of the
+speckled and noisy maps); ``--num-maps 200`` for a quick table; ``--families
+smooth noisy`` to choose; ``--v1`` to add the largest-contour (MaxBoxAcc) rows.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable, Dict, List, Tuple
 
 import cv2
 import numpy as np
@@ -62,15 +76,32 @@ def _noisy(rng: np.random.Generator) -> np.ndarray:
     return rng.uniform(0.0, 0.3) * bump + noise
 
 
-def make_maps(directory: Path, count: int, seed: int = 0) -> None:
-    """Write ``count`` float32 maps (even index: CAM-like, odd: noisy) and CUB-style metadata under ``directory``."""
+def _speckled(rng: np.random.Generator) -> np.ndarray:
+    cam = _cam_like(rng)
+    cam = (cam - cam.min()) / (cam.max() - cam.min())
+    return cam + rng.uniform(0.0, rng.uniform(0.05, 0.15), cam.shape)
+
+
+#: Map families: name -> generator of one map (any range; min-max normalized when saved).
+FAMILIES: Dict[str, Callable[[np.random.Generator], np.ndarray]] = {
+    "smooth": _cam_like, "speckled": _speckled, "noisy": _noisy}
+
+
+def make_maps(directory: Path, count: int, seed: int = 0, family: str = "mixed") -> None:
+    """Write ``count`` float32 maps of ``family`` and CUB-style metadata under ``directory``.
+
+    ``mixed``: even index CAM-like (smooth), odd noisy.
+    """
     rng = np.random.default_rng(seed)
     meta = directory / "metadata" / "CUB" / "test"
     meta.mkdir(parents=True)
     lines = {name: [] for name in ("image_ids", "class_labels", "image_sizes", "localization")}
     for index in range(count):
         image_id = f"bench/{index:05d}.jpg"
-        scoremap = _noisy(rng) if index % 2 else _cam_like(rng)
+        if family == "mixed":
+            scoremap = _noisy(rng) if index % 2 else _cam_like(rng)
+        else:
+            scoremap = FAMILIES[family](rng)
         scoremap = (scoremap - scoremap.min()) / (scoremap.max() - scoremap.min())
         path = directory / "scoremaps" / (image_id + ".npy")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -134,31 +165,69 @@ def baseline(directory: Path, interval: float, multi_contour_eval: bool, multi_i
 
 
 # ----------------------------------------------------------------------------- timing
-def _timed(command) -> tuple:
+def _timed(command) -> Tuple[float, float, str]:
+    """Wall seconds, CPU seconds (user + system of the process and its children) and localization."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(map(str, command))} failed:\n{result.stderr[-2000:]}")
-    return seconds, result.stdout.strip().splitlines()[-1].split()[-1]
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, cpu, result.stdout.strip().splitlines()[-1].split()[-1]
 
 
 def _contour_count(directory: Path) -> str:
+    """Mean (max) number of RETR_TREE contours per threshold over the first 40 maps, every 5th level."""
     counts = []
     for path in sorted((directory / "scoremaps" / "bench").glob("*.npy"))[:40]:
         u8 = (np.load(path).astype(np.float64) * 255).astype(np.uint8)
         for level in range(0, 255, 5):
             binary = cv2.threshold(u8, level, 255, cv2.THRESH_BINARY)[1]
             counts.append(len(cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]))
-    counts = np.asarray(counts).reshape(-1, 51)
-    return (f"contours per threshold: CAM-like maps mean {counts[0::2].mean():.1f} (max {counts[0::2].max()}), "
-            f"noisy maps mean {counts[1::2].mean():.0f} (max {counts[1::2].max()})")
+    return f"{np.mean(counts):.0f} contours per threshold on average, up to {np.max(counts)}"
+
+
+def _family_rows(directory: Path, family: str, v1: bool, repeat: int) -> List[tuple]:
+    """Baseline and evaluate.py rows of one family (fails on any localization that differs)."""
+    rows = []
+    common = ["--scoremap-root", str(directory / "scoremaps"), "--metadata-root", str(directory / "metadata"),
+              "--dataset-name", "CUB", "--split", "test", "--multi-iou-eval"]
+    for v2 in ([True, False] if v1 else [True]):
+        flags = ["--multi-contour-eval"] if v2 else []
+        contours = "every (MaxBoxAccV2)" if v2 else "largest (MaxBoxAcc)"
+        subprocess.run([sys.executable, "-c", "import cv2, numpy, wsol_lightning.data.metadata"], cwd=ROOT)
+        base_seconds, base_cpu, base_value = _timed([sys.executable, __file__, "--baseline", str(directory),
+                                                     "0.01", str(int(v2)), "1"])
+        rows.append((family, "one findContours per map and threshold", contours, 0.01, 1, base_seconds, base_cpu,
+                     base_value, base_seconds, base_cpu))
+        fine_value = None
+        for interval in (0.01, 0.001):
+            for workers in ((2, 1) if interval == 0.01 else (2,)):
+                command = [sys.executable, "scripts/evaluate.py", *common, *flags,
+                           "--cam-curve-interval", str(interval), "--workers", str(workers)]
+                _timed(command)  # untimed
+                runs = [_timed(command) for _ in range(repeat)]
+                seconds, cpu, value = sorted(runs)[len(runs) // 2]  # the median run
+                values = {run[2] for run in runs}
+                if interval == 0.01 and values != {base_value}:
+                    raise SystemExit(f"{family}: result differs: baseline {base_value}, evaluate.py {values}")
+                if interval == 0.001:
+                    if len(values) != 1 or (fine_value is not None and value != fine_value):
+                        raise SystemExit(f"{family}: evaluate.py results at 0.001 differ: {values}, {fine_value}")
+                    fine_value = value
+                rows.append((family, "scripts/evaluate.py", contours, interval, workers, seconds, cpu, value,
+                             base_seconds, base_cpu))
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num-maps", type=int, default=1000)
-    parser.add_argument("--no-v1", action="store_true", help="skip the largest-contour (MaxBoxAcc) rows")
+    parser.add_argument("--num-maps", type=int, default=1000, help="maps of each family")
+    parser.add_argument("--families", nargs="+", default=["smooth", "speckled", "noisy"],
+                        choices=[*FAMILIES, "mixed"])
+    parser.add_argument("--v1", action="store_true", help="add the largest-contour (MaxBoxAcc) rows")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each evaluate.py row (median reported)")
     parser.add_argument("--baseline", nargs=4, metavar=("DIR", "INTERVAL", "MULTI_CONTOUR", "MULTI_IOU"),
                         help=argparse.SUPPRESS)
@@ -167,48 +236,37 @@ def main() -> None:
         directory, interval, multi_contour, multi_iou = args.baseline
         baseline(Path(directory), float(interval), multi_contour == "1", multi_iou == "1")
         return
-    rows = []
+    rows, described = [], []
     # Maps in RAM where there is a tmpfs, and one untimed run before each timed row: this machine's
     # virtual disk stalls at times (the first run after a while can take 10x, re-reading the venv's
     # libraries); both sides get the same treatment.
     shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-    with tempfile.TemporaryDirectory(dir=shm) as tmp:
-        directory = Path(tmp)
-        make_maps(directory, args.num_maps)
-        os.sync()  # the maps' write-back would otherwise land in the first timed runs as I/O wait
-        description = _contour_count(directory)
-        common = ["--scoremap-root", str(directory / "scoremaps"), "--metadata-root", str(directory / "metadata"),
-                  "--dataset-name", "CUB", "--split", "test", "--multi-iou-eval"]
-        # warm-up: numba's compiled kernel is cached on disk after the first run of a fresh checkout
-        _timed([sys.executable, "scripts/evaluate.py", *common, "--multi-contour-eval"])
-        for v2 in ([True] if args.no_v1 else [True, False]):
-            flags = ["--multi-contour-eval"] if v2 else []
-            contours = "every (MaxBoxAccV2)" if v2 else "largest (MaxBoxAcc)"
-            subprocess.run([sys.executable, "-c", "import cv2, numpy, wsol_lightning.data.metadata"], cwd=ROOT)
-            base_seconds, base_value = _timed([sys.executable, __file__, "--baseline", str(directory), "0.01",
-                                               str(int(v2)), "1"])
-            rows.append(("one findContours per map and threshold", contours, 0.01, 1, base_seconds, base_value,
-                         base_seconds))
-            for interval in (0.01, 0.001):
-                for workers in (2, 1):
-                    command = [sys.executable, "scripts/evaluate.py", *common, *flags,
-                               "--cam-curve-interval", str(interval), "--workers", str(workers)]
-                    _timed(command)  # untimed
-                    runs = [_timed(command) for _ in range(args.repeat)]
-                    seconds, value = sorted(runs)[len(runs) // 2]  # the median run
-                    if interval == 0.01 and value != base_value:
-                        raise SystemExit(f"result differs: baseline {base_value}, evaluate.py {value}")
-                    rows.append(("scripts/evaluate.py", contours, interval, workers, seconds, value, base_seconds))
-    print(f"{args.num_maps} maps 224x224 float32 (half CAM-like, half noisy; {description}); "
-          f"{os.cpu_count()} CPU cores; whole processes, same run; localization = mean MaxBoxAcc over IoU 30/50/70")
+    for family in args.families:
+        with tempfile.TemporaryDirectory(dir=shm) as tmp:
+            directory = Path(tmp)
+            make_maps(directory, args.num_maps, family=family)
+            os.sync()  # the maps' write-back would otherwise land in the first timed runs as I/O wait
+            described.append(f"{family}: {_contour_count(directory)}")
+            # warm-up: the compiled kernel is built (or cached by numba) on disk on a fresh checkout's first run
+            _timed([sys.executable, "scripts/evaluate.py", "--scoremap-root", str(directory / "scoremaps"),
+                    "--metadata-root", str(directory / "metadata"), "--dataset-name", "CUB", "--split", "test",
+                    "--multi-contour-eval"])
+            rows += _family_rows(directory, family, args.v1, args.repeat)
+            print(f"{family} done", file=sys.stderr, flush=True)
+    load = os.getloadavg()
+    print(f"{args.num_maps} maps 224x224 float32 per family ({'; '.join(described)}); {os.cpu_count()} CPU cores, "
+          f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min); whole "
+          f"processes, same run; localization = mean MaxBoxAcc over IoU 30/50/70")
     print()
     print(f"evaluate.py rows: median of {args.repeat} runs after an untimed one; baseline: one run; maps in "
-          f"{shm or 'a temporary folder'}")
+          f"{shm or 'a temporary folder'}; CPU = user + system seconds of the process and its workers")
     print()
-    print("| evaluator | contours | interval | processes | seconds | speed-up vs baseline at 0.01 | localization |")
-    print("|---|---|---|---|---|---|---|")
-    for name, contours, interval, workers, seconds, value, base in rows:
-        print(f"| {name} | {contours} | {interval} | {workers} | {seconds:.2f} | {base / seconds:.1f}x | {value} |")
+    print("| maps | evaluator | contours | interval | processes | seconds | speed-up | CPU seconds | CPU speed-up "
+          "| localization |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for family, name, contours, interval, workers, seconds, cpu, value, base, base_cpu in rows:
+        print(f"| {family} | {name} | {contours} | {interval} | {workers} | {seconds:.2f} | {base / seconds:.1f}x "
+              f"| {cpu:.2f} | {base_cpu / cpu:.1f}x | {value} |")
 
 
 if __name__ == "__main__":

@@ -192,6 +192,8 @@ def random_scoremaps(count, seed, size=224, kinds=KINDS):
     """Score maps of the given kinds in turn, float32 and float64 alternately, with 1-3 random GT boxes each.
 
     * multimodal: 1-4 Gaussian bumps of random heights (CAM-like);
+    * speckled (not in ``KINDS``): multimodal plus uniform pixel noise of up to 5-15 % of the range
+      (hundreds of small contours and holes on the bumps' slopes);
     * ring: ring-shaped bumps, so thresholded regions have holes (and islands in them);
     * plateaus: identical flat squares and rings at a few values (equal contour
       areas: V1's first-in-OpenCV-order tie-break decides);
@@ -226,6 +228,8 @@ def random_scoremaps(count, seed, size=224, kinds=KINDS):
                 else:
                     bump = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma ** 2))
                 scoremap += rng.uniform(0.3, 1.0) * bump
+            if kind == "speckled":
+                scoremap = scoremap / scoremap.max() + rng.uniform(0, rng.uniform(0.05, 0.15), scoremap.shape)
         if scoremap.max() > scoremap.min() and kind != "plateaus":
             scoremap = (scoremap - scoremap.min()) / (scoremap.max() - scoremap.min())
         maps.append(scoremap.astype(np.float32 if index % 2 else np.float64))

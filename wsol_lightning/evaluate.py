@@ -17,8 +17,10 @@ one line naming the image id, exit status 2, no result on partial data. Maps
 in the folder that the split does not list are ignored, as by the reference
 (a warning says how many). The maps are shared among ``--workers`` processes
 (default: every core); each returns count arrays that are summed, so the
-figures do not depend on the split of the work. Nothing here imports torch
-(start-up time counts in whole-process use).
+figures do not depend on the split of the work. Start-up time counts in
+whole-process use: nothing here imports torch, nor numba (the box kernel is
+loaded as an extension module built ahead of time on the first run, see
+:mod:`wsol_lightning.metrics.compiled`), nor OpenCV for MaxBoxAccV2.
 """
 
 from __future__ import annotations
@@ -32,11 +34,11 @@ import threading
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
 
 from wsol_lightning.data.metadata import Metadata, load_metadata
 from wsol_lightning.errors import WSOLInputError, exit_on_input_error
+from wsol_lightning.metrics import compiled
 from wsol_lightning.metrics.boxes import BoxCounts, all_contour_ious
 from wsol_lightning.metrics.geometry import cam_thresholds
 from wsol_lightning.metrics.masks import load_gt_mask
@@ -75,7 +77,10 @@ def _mask_chunk(image_ids: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def _worker_init() -> None:
-    cv2.setNumThreads(1)  # one process per core already
+    if _JOB.get("opencv"):  # V1 contour searches, masks: one process per core already
+        import cv2
+
+        cv2.setNumThreads(1)
 
 
 def _run(function, image_ids: Sequence[str], workers: int) -> List[tuple]:
@@ -147,7 +152,8 @@ def evaluate_scoremaps(scoremap_root: str, metadata: Metadata, cam_curve_interva
         raise WSOLInputError("no image to evaluate")
     _check_files(scoremap_root, ids)
     _JOB.clear()
-    _JOB.update(metadata=metadata, root=scoremap_root, thresholds=thresholds)
+    _JOB.update(metadata=metadata, root=scoremap_root, thresholds=thresholds,
+                opencv=metadata.dataset_name in MASK_DATASETS or not multi_contour_eval)
     try:
         if metadata.dataset_name in MASK_DATASETS:
             if mask_root is None:
@@ -171,7 +177,9 @@ def evaluate_scoremaps(scoremap_root: str, metadata: Metadata, cam_curve_interva
                 raise WSOLInputError(f"{image_id}: no ground-truth box in the metadata ({metadata.directory})")
             boxes[image_id] = image_boxes
         _JOB.update(boxes=boxes, ious=ious, multi_contour_eval=multi_contour_eval)
-        if multi_contour_eval:  # compile (or load the cached) numba kernel once, before forking
+        # Once, before forking: the ahead-of-time kernel (a millisecond to load, no numba import; built on
+        # first use), else numba's JIT kernel compiled or loaded from its cache.
+        if not compiled.use_ahead_of_time():
             all_contour_ious(np.zeros((2, 2), np.uint8), np.zeros((1, 4), np.int64), np.zeros(1, np.int64))
         parts = _run(_box_chunk, ids, workers)
         counts = sum(p[0] for p in parts)

@@ -4,11 +4,13 @@ The reference (``tests/reference_wsol_metrics.py``) runs one ``cv2.findContours`
 per map and threshold; the kernel derives V2 from connected components and V1
 from one ``RETR_EXTERNAL`` search per distinct level. Hundreds of random maps
 (multimodal, ring-shaped with holes, plateaus with tied contour areas, noisy
-with thousands of contours, flat; float32 and float64; 1-3 GT boxes) at
-intervals 0.01 and 0.001, and every 4x4 binary image.
+with thousands of contours, speckled CAMs, flat; float32 and float64; 1-3 GT
+boxes) at intervals 0.01 and 0.001, and every 4x4 binary image; the
+ahead-of-time build of the kernel equals the just-in-time one.
 """
 
 import itertools
+import shutil
 
 import cv2
 import numpy as np
@@ -17,7 +19,9 @@ import pytest
 from tests.reference_wsol_metrics import (best_iou, best_ious, contour_boxes, max_box_acc_both,
                                           max_box_acc_from_ious, random_scoremaps)
 from wsol_lightning.metrics import boxes as kernel
-from wsol_lightning.metrics.boxes import BoxCounts, best_ious_per_threshold, contour_boxes_and_areas
+from wsol_lightning.metrics import compiled
+from wsol_lightning.metrics.boxes import (BoxCounts, best_ious_per_threshold, contour_boxes_and_areas,
+                                          scoremap_all_contour_ious)
 
 
 def _assert_map_parity(maps, gts, interval, references=None):
@@ -51,6 +55,15 @@ def test_best_iou_at_every_threshold_equals_the_reference_at_0_001():
     maps, gts = random_scoremaps(24, 10, kinds=("multimodal", "ring", "plateaus", "flat"))
     noisy, noisy_gts = random_scoremaps(2, 11, kinds=("noisy",))
     _assert_map_parity(maps + noisy, gts + noisy_gts, 0.001)
+
+
+@pytest.mark.parametrize("interval", [0.01, 0.001])
+def test_speckled_cams_equal_the_reference(interval):
+    """Smooth CAMs with light pixel speckle: hundreds of small contours and holes on the slopes at every
+    threshold, holes that matter; per threshold, V1 and V2, float32 and float64 (96x96: the reference
+    traces every contour in Python)."""
+    maps, gts = random_scoremaps(4 if interval == 0.01 else 1, 40, size=96, kinds=("speckled",))
+    _assert_map_parity(maps, gts, interval)
 
 
 @pytest.mark.parametrize("interval", [0.01, 0.001])
@@ -212,7 +225,7 @@ def floor_maps():
     """Rings, noisy and multimodal maps plus a thin ring, with the reference's and the exact kernel's V2."""
     maps, gts = random_scoremaps(40, 21, kinds=("ring", "noisy", "multimodal"))
     # A thin ring whose hole box beats the outer box (IoU 0.0245 vs 0.0198) although the ring's box
-    # covers under 5% of the GT box: with any floor above that, the hole is skipped.
+    # covers under 5% of the GT box: with any floor above that, neither is looked at.
     ring = np.zeros((100, 100))
     ring[0:60, 0:60] = 1.0
     ring[20:58, 20:58] = 0.0
@@ -230,12 +243,60 @@ def test_without_floor_every_v2_iou_is_the_references(floor_maps):
 
 @pytest.mark.parametrize("floor", [0.3, 0.5])
 def test_floor_keeps_every_iou_at_or_above_it_exact(floor, floor_maps):
-    """With a floor (BoxCounts passes its smallest IoU threshold) hole contours that cannot reach it
-    are skipped: IoUs >= floor stay exact, smaller ones may come back lower but stay below it."""
+    """With a floor (BoxCounts passes its smallest IoU threshold) contours whose box covers less than
+    the floor's share of every GT box are not looked at (nor holes inside them): IoUs >= floor stay
+    exact, smaller ones may come back lower but stay below it."""
     thresholds = np.arange(0, 1, 0.01)
     for scoremap, gt, reference, exact in zip(*floor_maps):
         _, got = best_ious_per_threshold(scoremap, gt, thresholds, largest=False, floor=floor)
         above = reference >= floor
         assert np.array_equal(got[above], exact[above])
         assert np.all(got[~above] <= exact[~above]) and np.all(got[~above] < floor)
-    assert exact == pytest.approx(100 / 4081) and got == pytest.approx(121 / 6100)  # the ring: lowered
+    assert exact == pytest.approx(100 / 4081) and got == pytest.approx(0.0)  # the ring: lowered to 0
+
+
+def test_ahead_of_time_kernel_equals_the_just_in_time_kernel():
+    """The extension module ``evaluate.py`` loads (built once with numba.pycc) computes what the JIT does."""
+    aot = compiled.ahead_of_time()
+    if aot is None and not any(shutil.which(cc) for cc in ("cc", "gcc", "clang")):
+        pytest.skip(f"no C compiler, no ahead-of-time build: {compiled._state['aot_error']}")
+    assert aot is not None, compiled._state["aot_error"]
+    jit = compiled.just_in_time()
+    maps, gts = random_scoremaps(5, 50, kinds=("multimodal", "ring", "noisy", "speckled", "flat"))
+    thresholds = np.arange(0, 1, 0.01)
+    for scoremap, gt in zip(maps, gts):
+        gt = np.ascontiguousarray(gt, dtype=np.int64)
+        for floor in (0.0, 0.3):
+            for dtype in (np.float32, np.float64):
+                name = "scoremap_best_ious_f4" if dtype == np.float32 else "scoremap_best_ious_f8"
+                one = np.ascontiguousarray(scoremap, dtype=dtype)
+                expected = getattr(jit, name)(one, thresholds, gt, floor, *compiled.workspace(224, 224))
+                got = getattr(aot, name)(one, thresholds, gt, floor, *compiled.workspace(224, 224))
+                assert np.array_equal(expected, got)
+            u8, levels = kernel.scoremap_levels(scoremap, thresholds)
+            levels = np.unique(levels)
+            expected = jit.level_sweeps(u8, levels, gt, True, floor, *compiled.workspace(224, 224))
+            got = aot.level_sweeps(u8, levels, gt, True, floor, *compiled.workspace(224, 224))
+            assert all(np.array_equal(a, b) for a, b in zip(expected, got))
+
+
+@pytest.mark.parametrize("value", [np.nan, 1.5, -0.25])
+def test_the_compiled_path_refuses_maps_outside_0_1(value):
+    scoremap = np.zeros((20, 20), np.float32)
+    scoremap[3, 4] = value
+    with pytest.raises(ValueError, match="NaN or values outside"):
+        scoremap_all_contour_ious(scoremap, np.array([[0, 0, 5, 5]]), np.arange(0, 1, 0.1))
+
+
+def test_components_below_the_floor_are_not_taken_for_no_foreground():
+    """With a floor, a level whose components all cover less than it of the GT box reports an IoU below the
+    floor, not the empty-map box [0, 0, 0, 0] (which matches a GT box at the origin exactly)."""
+    scoremap = np.zeros((60, 60))
+    scoremap[40:50, 40:50] = 1.0
+    gt = np.array([[0, 0, 0, 0]])
+    thresholds = np.array([0.0, 0.5])
+    _, got = best_ious_per_threshold(scoremap, gt, thresholds, largest=False, floor=0.3)
+    assert best_ious(scoremap, gt, thresholds)[1] == [0.0, 0.0]
+    assert np.all(got < 0.3)
+    _, empty = best_ious_per_threshold(np.zeros((60, 60)), gt, thresholds, largest=False, floor=0.3)
+    assert np.all(empty == 1.0)  # no foreground at all: the box [0, 0, 0, 0]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-import cv2
 import numpy as np
 
 from wsol_lightning.errors import WSOLInputError
@@ -21,6 +20,8 @@ IGNORE_VALUE = 255
 
 
 def _read_binary_mask(path: str, size: int) -> np.ndarray:
+    import cv2  # here, not at the top: evaluate.py on boxes never needs OpenCV (start-up time)
+
     image = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
     if image is None:
         raise WSOLInputError(f"{path}: mask file missing or unreadable")

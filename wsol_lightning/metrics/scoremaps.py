@@ -8,7 +8,9 @@ names the image id, so a bad map is never evaluated nor skipped silently.
 
 from __future__ import annotations
 
+import io
 import os
+from typing import Dict, Tuple
 
 import numpy as np
 
@@ -40,11 +42,46 @@ def validate_scoremap(scoremap: np.ndarray, image_id: str, size: int = SCOREMAP_
     return scoremap
 
 
+_HEADERS: Dict[Tuple[int, np.dtype], bytes] = {}
+
+
+def _npy_header(size: int, dtype: np.dtype) -> bytes:
+    """The exact header ``np.save`` writes for a C-order ``size`` x ``size`` array of ``dtype``."""
+    key = (size, dtype)
+    if key not in _HEADERS:
+        buffer = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buffer, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                                      "fortran_order": False, "shape": (size, size)})
+        _HEADERS[key] = buffer.getvalue()
+    return _HEADERS[key]
+
+
+def _read_saved_map(path: str, size: int):
+    """The array of a file ``np.save`` wrote for a valid map's shape and dtype, read in one go; else None.
+
+    ``np.load`` parses the header with ``ast``: twice the time of this read
+    (~0.03 ms more per map, a few percent of a smooth map's evaluation).
+    Anything but the exact expected header goes to ``np.load``.
+    """
+    with open(path, "rb") as handle:
+        length = os.fstat(handle.fileno()).st_size
+        for dtype in SCOREMAP_DTYPES:
+            header = _npy_header(size, dtype)
+            if length == len(header) + size * size * dtype.itemsize:
+                data = bytearray(length)  # writable: the compiled kernel takes it as is
+                if handle.readinto(data) == length and data.startswith(header):
+                    return np.frombuffer(data, dtype=dtype, offset=len(header)).reshape(size, size)
+                return None
+    return None
+
+
 def load_scoremap(scoremap_root: str, image_id: str, size: int = SCOREMAP_SIZE) -> np.ndarray:
     """Read ``<scoremap_root>/<image_id>.npy`` and validate it; every error names the image id."""
     path = scoremap_path(scoremap_root, image_id)
     try:
-        scoremap = np.load(path, allow_pickle=False)
+        scoremap = _read_saved_map(path, size)
+        if scoremap is None:
+            scoremap = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise WSOLInputError(f"{image_id}: score map file missing ({path})") from None
     except (ValueError, OSError, EOFError) as error:

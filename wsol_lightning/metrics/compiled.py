@@ -1,0 +1,170 @@
+"""The component-sweep kernel (:mod:`wsol_lightning.metrics.sweeps`), compiled two ways.
+
+* just in time (numba, cached on disk, ``nogil``): the default, and what the
+  metric threads of training use (they need the GIL released);
+* ahead of time: the same functions built once with ``numba.pycc`` into an
+  extension module cached next to numba's own cache (``__pycache__``, else
+  ``~/.cache/wsol_lightning``), keyed by the kernel's source and the numba,
+  numpy and Python versions. Importing it takes a millisecond and no numba,
+  where ``import numba`` plus loading the cached JIT kernel take ~0.4 s: that
+  is most of a whole ``evaluate.py`` run on 1000 smooth maps. The first use
+  builds it (~20 s of CPU, a C compiler needed); if that fails, the JIT kernel is used.
+
+Without numba at all, :func:`kernel` returns None and the box metrics fall back
+to one OpenCV contour search per level (same numbers, slower).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import importlib.util
+import os
+import platform
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+_MODULE_DIR = Path(__file__).resolve().parent
+_SOURCE = _MODULE_DIR / "sweeps.py"
+
+#: Rows of the kernel's workspace arrays (int32, int64 and bool, one column per framed pixel); the
+#: kernel checks them (its row indices are in :mod:`~wsol_lightning.metrics.sweeps`).
+NUM_INT32, NUM_INT64, NUM_BOOL = 13, 1, 3
+
+_WORKSPACE = "i4[:, ::1], i8[:, ::1], i2[::1], u1[::1], b1[:, ::1], f8[:, ::1]"
+#: Exported name -> signature (the ahead-of-time module has one function per argument type).
+SIGNATURES = {
+    "level_sweeps": f"Tuple((f8[:], i8[:], f8[:], i8[:]))(u1[:, ::1], i8[::1], i8[:, ::1], b1, f8, {_WORKSPACE})",
+    "scoremap_best_ious_f4": f"f8[:](f4[:, ::1], f8[::1], i8[:, ::1], f8, {_WORKSPACE})",
+    "scoremap_best_ious_f8": f"f8[:](f8[:, ::1], f8[::1], i8[:, ::1], f8, {_WORKSPACE})",
+}
+
+_state = {"aot": None, "aot_tried": False, "aot_error": None, "jit": None, "use_aot": False}
+
+
+def _versions_key() -> str:
+    """What the built module depends on: the kernel's source and the toolchain's versions."""
+    import numpy
+
+    try:
+        from importlib.metadata import version
+
+        numba_version = version("numba")
+    except Exception:  # pragma: no cover - numba without metadata
+        numba_version = "?"
+    digest = hashlib.sha256(_SOURCE.read_bytes())
+    digest.update(repr(sorted(SIGNATURES.items())).encode())
+    digest.update(f"{numba_version} {numpy.__version__} {sys.version} {platform.machine()}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _cache_dirs():
+    yield _MODULE_DIR / "__pycache__"
+    yield Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "wsol_lightning"
+
+
+def _module_name() -> str:
+    return f"_sweeps_aot_{_versions_key()}"
+
+
+def _load(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _build(directory: Path, name: str) -> Path:
+    """Compile the kernel with ``numba.pycc`` into ``directory/name<suffix>`` (atomic rename)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numba.pycc is pending deprecation; the JIT path stays the fallback
+        from numba.pycc import CC
+
+        from wsol_lightning.metrics import sweeps
+
+        functions = {"level_sweeps": sweeps.level_sweeps, "scoremap_best_ious_f4": sweeps.scoremap_best_ious,
+                     "scoremap_best_ious_f8": sweeps.scoremap_best_ious}
+        with tempfile.TemporaryDirectory(dir=directory) as scratch:
+            cc = CC(name)
+            cc.output_dir = scratch
+            cc.verbose = False
+            for exported, signature in SIGNATURES.items():
+                cc.export(exported, signature)(functions[exported].py_func)
+            cc.compile()
+            built = Path(scratch) / cc.output_file
+            target = directory / cc.output_file
+            os.replace(built, target)  # atomic: a concurrent build or reader never sees half a file
+    for stale in directory.glob("_sweeps_aot_*"):  # builds of earlier versions of the kernel
+        if stale.name != target.name and stale.is_file():
+            stale.unlink(missing_ok=True)
+    return target
+
+
+def ahead_of_time(build: bool = True):
+    """The ahead-of-time module (built first if ``build`` and missing), or None where it cannot be had."""
+    if _state["aot"] is not None or (_state["aot_tried"] and not build):
+        return _state["aot"]
+    name = _module_name()
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    for directory in _cache_dirs():
+        path = directory / (name + suffix)
+        if path.is_file():
+            try:
+                _state["aot"] = _load(path, name)
+                return _state["aot"]
+            except ImportError as error:  # a broken file: rebuild below
+                _state["aot_error"] = f"{path}: {error}"
+    _state["aot_tried"] = True
+    if not build:
+        return None
+    for directory in _cache_dirs():
+        try:
+            path = _build(directory, name)
+            _state["aot"] = _load(path, name)
+            return _state["aot"]
+        except Exception as error:  # no compiler, read-only folder, pycc gone: try the next place, then JIT
+            _state["aot_error"] = f"{type(error).__name__}: {error}"
+    return None
+
+
+def just_in_time():
+    """The numba JIT kernel (compiled or loaded from numba's cache on first call), or None without numba."""
+    if _state["jit"] is None:
+        try:
+            from wsol_lightning.metrics import sweeps
+        except ImportError:
+            return None
+        _state["jit"] = SimpleNamespace(level_sweeps=sweeps.level_sweeps,
+                                        scoremap_best_ious_f4=sweeps.scoremap_best_ious,
+                                        scoremap_best_ious_f8=sweeps.scoremap_best_ious)
+    return _state["jit"]
+
+
+def use_ahead_of_time() -> bool:
+    """Make :func:`kernel` return the ahead-of-time module from now on (build it if needed).
+
+    For whole processes that evaluate many maps (``evaluate.py``): no numba
+    import. Its functions hold the GIL, so threads should keep the JIT kernel.
+    Returns whether the ahead-of-time module is in use.
+    """
+    _state["use_aot"] = ahead_of_time() is not None
+    return _state["use_aot"]
+
+
+def kernel():
+    """The kernel in use (the ahead-of-time module, or a namespace of JIT functions, or None without
+    numba): ``level_sweeps`` and ``scoremap_best_ious_f4`` / ``_f8`` (arguments: see sweeps)."""
+    return _state["aot"] if _state["use_aot"] else just_in_time()
+
+
+def workspace(height: int, width: int):
+    """Scratch arrays of the kernel for a ``height`` x ``width`` map (contents irrelevant; reuse per thread)."""
+    import numpy as np
+
+    size = (height + 2) * (width + 2)
+    return (np.empty((NUM_INT32, size), np.int32), np.empty((NUM_INT64, size), np.int64), np.empty(size, np.int16),
+            np.empty(2 * size, np.uint8), np.empty((NUM_BOOL, size), np.bool_), np.empty((2, size), np.float64))
