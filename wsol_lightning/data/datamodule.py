@@ -86,8 +86,8 @@ class WSOLDataModule(LightningDataModule):
         crop_size: Optional[int] = None,
         eval_size: Optional[int] = None,
         synthetic_num_train: int = 1200,
-        synthetic_num_val: int = 250,
-        synthetic_num_test: int = 250,
+        synthetic_num_val: int = 500,
+        synthetic_num_test: int = 500,
     ) -> None:
         super().__init__()
         if dataset_name not in DATASET_NAMES:

@@ -1,79 +1,69 @@
-"""The embedded default data set ``synthetic``: small WSOL images that need Hide-and-Seek.
+"""The embedded default data set ``synthetic``: a small model of WSOL on CUB.
 
-Why it exists: every command runs out of the box on a laptop CPU (a default fit
-of a few epochs takes about a minute) and still poses the question WSOL tuning
-is about, so that searching ``bg_grid_size`` has something real to find.
+Why it exists: every command runs out of the box on a laptop CPU (a default fit takes about a
+minute) and poses the question WSOL tuning is about, so that searching ``bg_grid_size`` has
+something real to find. It is built to reproduce, qualitatively, what happens on CUB with a
+pretrained backbone: localization *rises* over the first epochs and then holds; classification
+is not solved in the first epoch or two; plain CAM sticks to a small discriminative part;
+Hide-and-Seek helps with cells around that part's size and hurts with cells the size of the object.
 
-Design (the classic WSOL failure, built in on purpose). Each image (64x64 by
-default) shows one object of class ``c`` on a cluttered background:
+Design. Each image (64x64 by default) shows one object of class ``c``:
 
-* **background**: a low-saturation grey tint with smooth low-frequency noise,
-  grain, and random clutter (lines, rectangles, discs) in low-saturation colours;
-* **distractors**: up to 3 smaller ellipses covered with a body texture tinted
-  for a *random class* and no mark, so body texture is only weakly tied to the
-  image's label and texture alone does not say where the object is;
-* **object**: an elongated ellipse (major axis 30-80 % of the image side,
-  minor/major 0.4-0.75, any rotation), anywhere in the image (fully inside it),
-  so a centred box or a centred Gaussian score map scores low (a centred box of
-  half the image area reaches IoU 0.5 on ~15 % of images). Its large **body**
-  carries a texture (one of five flip-invariant patterns, chosen at random:
-  the pattern says nothing) tinted with a hue near ``c / num_classes``
-  (Gaussian noise, sigma 0.35 / num_classes), desaturated (0.25-0.45) and shared
-  with the distractors, so it is a large, low-contrast, non-unique cue; with
-  probability ``body_class_noise`` (default 0) the tint is a random class's;
-* **discriminative part**: a small square *mark* (``mark_fraction`` = 5-10 % of
-  the object area, at least 3 px) at one end of the major axis (a "head"),
-  fully saturated in a class-specific hue that lies between the body hues
-  (permuted, so no single colour detector serves both) with a complementary-hue
-  core. Nothing else in the image is saturated, so the mark alone gives the
-  label with certainty.
+* **background**: a grey tint with smooth low-frequency noise, fine foliage-like noise
+  (``background_texture``) and random clutter (lines, rectangles, discs): texture is everywhere,
+  so "where is there texture" (what random or barely trained filters detect) does not say where
+  the object is, and an untrained network localizes poorly;
+* **distractor**: a smaller ellipse (12-30 % of the side) wearing the body pattern of *another*
+  class and no mark;
+* **object**: an elongated ellipse (major axis 40-85 % of the side, minor/major 0.4-0.75, any
+  rotation, anywhere, fully inside), whose **body** carries the pattern of its class (one of
+  five: horizontal stripes, vertical stripes, checks, cross-hatch, dots) in a random, weakly
+  saturated hue at a random brightness, contrast, period (4-7 px) and phase. The pattern is the
+  only cue the whole body gives, and telling the patterns apart against the textured background
+  takes the network several epochs: this is what makes localization rise with training;
+* **discriminative part**: with probability ``mark_probability`` (0.9) a small square *mark*
+  (5-10 % of the object's area, 5-10 px) at one end of the major axis (a "head"), fully
+  saturated in a class-specific hue with a complementary core. Nothing else in the image is
+  saturated, so the mark is learned within the first epoch and gives the label at once.
 
-What a CAM network then does (the shortcut): the unique saturated mark is
-learned within the first epoch, after which it classifies every training image,
-the loss is near zero and the body features stop receiving gradient, so plain
-CAM fires on the mark only: a blob at one end of the object whose box has low
-IoU with the object's box. Hide-and-Seek hides square cells of side
-``bg_grid_size`` x crop side with probability 0.5; whenever the mark is hidden
-the loss stays high and the body tint is the evidence left, so the network
-learns body features and its CAM extends over the object (larger, better boxes).
-Cells too large (``bg_grid_size`` near 0.5 or more) hide the whole object half of
-the time, turning those images into label noise, and the CAM degrades again.
+What a CAM network then does (the shortcut). The mark classifies 90 % of the training images
+early; their loss falls close to zero and the body pattern is learned from the other 10 % only,
+so plain CAM stays on the mark: a blob at one end of the object, whose box has a low IoU with
+the object's box. It stays there as a stable property (it is what the network learned), not as
+a decay. Hide-and-Seek hides square cells of side ``bg_grid_size`` x crop side, each with
+probability 0.5:
 
-Measured with the ``small`` backbone (4 conv blocks, 8x8 CAM), 5 epochs, batch
-32, SGD (momentum 0.9), on the val split of the default spec, with a quick
-MaxBoxAcc (thresholds every 0.02, all contours), MaxBoxAccV2 (MaxBoxAcc@IoU50):
+* cells of ~0.2-0.4 of the side (13-26 px) hide the mark in about half of the images while most
+  of the body, several cells long, stays visible: those images can only be classified by the
+  body pattern, the network learns it, and its CAM spreads over the whole object;
+* smaller cells (0.1: 6 px, the mark's size) also hide the mark, but chop every stripe and check
+  into pieces of one or two periods and leave the pattern hard to read, so less is gained;
+* cells of half the side or more (a 2x2 grid at 0.5-0.9) hide the whole object in a large share
+  of the images (at 0.9 one cell covers 58x58 of the 64x64 px): those become label noise, the
+  network sees half as many whole objects, learns both cues more slowly and localizes worse
+  than with plain CAM.
 
-================  ============  ============  ============  ============
-``bg_grid_size``  0 (plain)     0.125         0.25          0.5
-lr 0.2, seed 0    35.2 (15.2)   36.9 (18.0)   40.5 (28.0)   38.8 (24.4)
-lr 0.2, seed 1    36.8 (18.0)                 39.7 (24.4)
-lr 0.02, seed 0   37.9 (18.8)                 41.7 (29.6)
-================  ============  ============  ============  ============
+Measured with fit.py's defaults (small backbone, 6 epochs, lr 0.005 on a cosine, seeds 0-2):
+see ``benchmarks/bench_sweep.py`` and the README ("The embedded default data").
 
-(val top-1: ~100 % plain, ~89-94 % at 0.25, 88 % at 0.5.) The gain comes from the
-medium and large objects (IoU50 hits in the largest third: 35-40 % plain, 55-58 %
-HaS 0.25).
-Small thin objects stay hard for any method at that CAM resolution.
-
-Ground truth: the tight inclusive box of the object mask (``localization.txt``,
-box format) for every split, and the object mask itself (``mask_localization.txt``
-with masks under ``masks/synthetic/``) for ``val`` and ``test``, so the same
-reader serves this data as CUB/ILSVRC (boxes) and OpenImages (masks).
+Ground truth: the tight inclusive box of the object mask (``localization.txt``, box format) for
+every split, and the object mask itself (``mask_localization.txt`` with masks under
+``masks/synthetic/``) for ``val`` and ``test``, so the same reader serves this data as CUB/ILSVRC
+(boxes) and OpenImages (masks).
 
 Layout, under the folder returned by :func:`ensure_synthetic_dataset`
-(``<data_root>/synthetic-<key>``, the key a hash of :data:`GENERATOR_VERSION`
-and the :class:`SyntheticSpec`)::
+(``<data_root>/synthetic-<key>``, the key a hash of :data:`GENERATOR_VERSION` and the
+:class:`SyntheticSpec`)::
 
     synthetic/<split>/<index>.png            images (image id = "<split>/<index>.png")
     metadata/synthetic/<split>/*.txt          wsolevaluation metadata
     masks/synthetic/<split>/<index>.png       object masks (val, test), 0/255
     synthetic.json                            spec, version, per-channel mean/std of train
 
-Generation is deterministic (one ``numpy`` generator per image seeded by
-``(seed, split, index)``, OpenCV drawing and PNG encoding), takes a couple of
-seconds for the default sizes, and happens once: the data are written to a
-temporary folder and renamed into place atomically, so processes racing to
-create it (DDP ranks, tuning workers) are safe: the loser discards its copy.
+Generation is deterministic (one ``numpy`` generator per image seeded by ``(seed, split,
+index)``, OpenCV drawing and PNG encoding), takes a few seconds for the default sizes, and
+happens once: the data are written to a temporary folder and renamed into place atomically, so
+processes racing to create it (DDP ranks, tuning workers) are safe: the loser discards its copy.
 """
 
 from __future__ import annotations
@@ -97,7 +87,7 @@ import numpy as np
 from wsol_lightning.errors import WSOLInputError
 
 #: Bump when the drawing changes: it is part of the cache key.
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 
 DATASET_NAME = "synthetic"
 STATS_FILE = "synthetic.json"
@@ -111,38 +101,41 @@ class SyntheticSpec:
     """Parameters of the synthetic data (all part of the cache key).
 
     Attributes:
-        num_classes: number of object classes (>= 2).
+        num_classes: number of object classes, 2 to 5 (one body pattern per class).
         image_size: side of the square images in pixels (>= 32).
         num_train, num_val, num_test: images per split (>= 1 each).
         seed: base seed of the generator.
         object_size: range of the object's major axis as a fraction of the side.
         object_aspect: range of the object's minor / major axis ratio.
         mark_fraction: range of the mark's area as a fraction of the object's area.
-        body_class_noise: probability that an object's body is drawn from a random class.
+        mark_probability: probability that an object carries its mark.
+        background_texture: amplitude of the fine, foliage-like noise of the background.
         max_distractors: distractors per image are drawn from 1..max_distractors (0: none).
     """
 
     num_classes: int = 5
     image_size: int = 64
     num_train: int = 1200
-    num_val: int = 250
-    num_test: int = 250
+    num_val: int = 500
+    num_test: int = 500
     seed: int = 0
-    object_size: Tuple[float, float] = (0.3, 0.8)
+    object_size: Tuple[float, float] = (0.4, 0.85)
     object_aspect: Tuple[float, float] = (0.4, 0.75)
     mark_fraction: Tuple[float, float] = (0.05, 0.10)
-    body_class_noise: float = 0.0
-    max_distractors: int = 3
+    mark_probability: float = 0.9
+    background_texture: float = 0.12
+    max_distractors: int = 1
 
     def __post_init__(self) -> None:
         checks = [
-            (self.num_classes >= 2, "num_classes must be >= 2"),
+            (2 <= self.num_classes <= _NUM_PATTERNS, f"num_classes must be within [2, {_NUM_PATTERNS}]"),
             (self.image_size >= 32, "image_size must be >= 32"),
             (min(self.num_train, self.num_val, self.num_test) >= 1, "every split needs >= 1 image"),
             (0.05 <= self.object_size[0] <= self.object_size[1] <= 0.95, "object_size must be within [0.05, 0.95]"),
             (0.1 <= self.object_aspect[0] <= self.object_aspect[1] <= 1.0, "object_aspect must be within [0.1, 1]"),
             (0.0 < self.mark_fraction[0] <= self.mark_fraction[1] <= 0.5, "mark_fraction must be within (0, 0.5]"),
-            (0.0 <= self.body_class_noise <= 1.0, "body_class_noise must be within [0, 1]"),
+            (0.0 <= self.mark_probability <= 1.0, "mark_probability must be within [0, 1]"),
+            (0.0 <= self.background_texture <= 0.5, "background_texture must be within [0, 0.5]"),
             (self.max_distractors >= 0, "max_distractors must be >= 0"),
         ]
         for ok, message in checks:
@@ -189,21 +182,26 @@ def _pattern(kind: int, size: int, period: float, phase: Tuple[float, float]) ->
     return su * sv > 0.5
 
 
-def _body_texture(rng: np.random.Generator, texture_class: int, num_classes: int, size: int) -> np.ndarray:
-    """RGB texture of a body of ``texture_class`` (weakly class-specific), float32 ``(S, S, 3)``."""
-    hue = texture_class / num_classes + rng.normal(0.0, 0.35 / num_classes)
+def _body_texture(rng: np.random.Generator, texture_class: int, size: int) -> np.ndarray:
+    """RGB texture of a body of ``texture_class``, float32 ``(S, S, 3)``.
+
+    The class decides the pattern only (stripes, checks, hatching, dots); hue, saturation,
+    brightness, contrast, period and phase are random, so a body is recognized by the
+    regularity of its pattern, which a network has to learn over several epochs.
+    """
+    hue = rng.uniform()
     saturation = rng.uniform(0.25, 0.45)
     value = rng.uniform(0.45, 0.75)
     amplitude = rng.uniform(0.10, 0.22)
-    pattern = _pattern(int(rng.integers(_NUM_PATTERNS)), size, rng.uniform(4.0, 7.0), tuple(rng.uniform(0, 1, 2)))
+    pattern = _pattern(texture_class % _NUM_PATTERNS, size, rng.uniform(4.0, 7.0), tuple(rng.uniform(0, 1, 2)))
     bright = _hsv(hue, saturation, min(1.0, value + amplitude))
     dark = _hsv(hue, saturation, value - amplitude)
     return np.where(pattern[..., None], bright, dark)
 
 
 def _mark_hue(label: int, num_classes: int) -> float:
-    """Hue of the mark of ``label``: between the body hues, permuted, so no colour detector serves both."""
-    return (((2 * label + 1) % num_classes) + 0.5) / num_classes
+    """Hue of the mark of ``label``: evenly spaced around the colour circle."""
+    return (label + 0.5) / num_classes
 
 
 def _ellipse_mask(size: int, center: Tuple[int, int], axes: Tuple[int, int], angle: float) -> np.ndarray:
@@ -226,7 +224,7 @@ def _random_ellipse(rng: np.random.Generator, size: int, diameter: float, aspect
     return (cx, cy), (major, minor), angle
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+def _background(rng: np.random.Generator, size: int, texture: float) -> np.ndarray:
     grey = rng.uniform(0.3, 0.7)
     tint = _hsv(rng.uniform(), rng.uniform(0, 0.15), 1.0)
     image = np.empty((size, size, 3), dtype=np.float32)
@@ -234,6 +232,9 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     coarse = rng.normal(0, 1, (5, 5, 1)).astype(np.float32) + 0.3 * rng.normal(0, 1, (5, 5, 3)).astype(np.float32)
     image += 0.08 * cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC)
     image += 0.03 * rng.normal(0, 1, (size, size, 3)).astype(np.float32)
+    if texture > 0:  # foliage-like fine texture: a generic texture detector finds it everywhere
+        fine = cv2.GaussianBlur(rng.normal(0, 1, (size, size)).astype(np.float32), (0, 0), 1.2)
+        image += texture * (fine / (fine.std() + 1e-6))[..., None]
     for _ in range(int(rng.integers(3, 8))):
         colour = _hsv(rng.uniform(), rng.uniform(0, 0.15), rng.uniform(0.1, 0.95)).tolist()
         p0 = tuple(int(v) for v in rng.integers(0, size, 2))
@@ -256,16 +257,18 @@ def render_image(spec: SyntheticSpec, rng: np.random.Generator, label: int) -> T
         ``(image, mask)``: uint8 RGB ``(S, S, 3)`` and the object's bool mask ``(S, S)``.
     """
     size, classes = spec.image_size, spec.num_classes
-    image = _background(rng, size)
+    image = _background(rng, size, spec.background_texture)
     for _ in range(int(rng.integers(1, spec.max_distractors + 1)) if spec.max_distractors else 0):
         center, axes, angle = _random_ellipse(rng, size, rng.uniform(0.12, 0.3) * size)
         region = _ellipse_mask(size, center, axes, angle)
-        image[region] = _body_texture(rng, int(rng.integers(classes)), classes, size)[region]
+        other = (label + 1 + int(rng.integers(classes - 1))) % classes  # another class's body, no mark
+        image[region] = _body_texture(rng, other, size)[region]
 
     center, axes, angle = _random_ellipse(rng, size, rng.uniform(*spec.object_size) * size, spec.object_aspect)
     mask = _ellipse_mask(size, center, axes, angle)
-    body_class = int(rng.integers(classes)) if rng.uniform() < spec.body_class_noise else label
-    image[mask] = _body_texture(rng, body_class, classes, size)[mask]
+    image[mask] = _body_texture(rng, label, size)[mask]
+    if rng.uniform() >= spec.mark_probability:
+        return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8), mask
 
     side = max(3, int(round(np.sqrt(rng.uniform(*spec.mark_fraction) * mask.sum()))))
     inner = cv2.erode(mask.astype(np.uint8), np.ones((side, side), np.uint8))
