@@ -9,7 +9,7 @@ import json
 import pytest
 from optuna.trial import TrialState
 
-from tune_support import load, run_tune
+from tune_support import load, pythonpath, run_tune
 
 pytestmark = pytest.mark.slow
 DDP = ["--trainer.devices", "2", "--trainer.accelerator", "cpu", "--n-trials", "2", "--no-plots"]
@@ -68,7 +68,7 @@ def test_plain_ddp_one_trial_same_values_on_every_rank_failures_stay_in_their_tr
     result = run_tune("--trainer.strategy", "ddp", *DDP[:-3], "--n-trials", "3", "--no-plots",
                       "--study-dir", str(study_dir), "--enqueue", "lr=0.0123", "--enqueue", "lr=0.0124",
                       cwd=tmp_path, data_root=tmp_path / "data",
-                      env={"OMP_NUM_THREADS": "1", "PYTHONPATH": str(hook), "WSOL_TUNE_RANK_LOG": str(rank_log)})
+                      env={"OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath(hook), "WSOL_TUNE_RANK_LOG": str(rank_log)})
     assert result.returncode == 0, result.stderr[-4000:]
     study = load(f"sqlite:///{study_dir}/optuna.db", "wsol-tune")
     assert len(study.trials) == 3  # no study loop on rank 1

@@ -71,7 +71,7 @@ def test_study_records_reproduces_and_resumes(tmp_path):
     (["--search-space", "BAD"], "error: BAD: nonsense: unknown parameter"),
 ])
 def test_refusals_are_one_line_before_any_training(tmp_path, capsys, args, message):
-    from wsol_lightning.tune import main
+    from wsol_lightning.tuning.main import main
 
     space = tmp_path / "bad.yaml"
     space.write_text("parameters:\n  nonsense: {type: float, low: 0, high: 1}\n")

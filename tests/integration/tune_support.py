@@ -22,6 +22,11 @@ def run_tune(*args: str, cwd: Path, data_root: Path, env=None, timeout: int = 30
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
+def pythonpath(*paths: Path) -> str:
+    """``PYTHONPATH`` with ``paths`` first, keeping the caller's (a worktree's package must stay first)."""
+    return os.pathsep.join([*map(str, paths), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]])
+
+
 def load(storage: str, name: str) -> optuna.Study:
     from wsol_lightning.tuning.study import normalize_url
 

@@ -5,7 +5,7 @@ import pytest
 from optuna.trial import TrialState
 
 from wsol_lightning.module import NonFiniteLossError, WSOLModule
-from wsol_lightning.tuning.objective import TrialObjective
+from wsol_lightning.tuning.objective import Objective
 from wsol_lightning.tuning.space import default_search_space
 
 pytestmark = pytest.mark.slow
@@ -15,7 +15,7 @@ def objective(tmp_path, *extra):
     base = ["--data.synthetic_num_train", "32", "--data.synthetic_num_val", "16", "--data.synthetic_num_test", "16",
             "--data.batch_size", "16", "--data.data_root", str(tmp_path / "data"), "--trainer.max_epochs", "3",
             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", *extra]
-    return TrialObjective(base, default_search_space(), tmp_path / "study", None, "s", n_trials=10)
+    return Objective(base, default_search_space(), tmp_path / "study", n_trials=10)
 
 
 def test_reports_every_epoch_and_pruner_stops_the_trial(tmp_path):

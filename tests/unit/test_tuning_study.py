@@ -124,7 +124,7 @@ def test_handoff_only_for_relaunched_ranks(monkeypatch):
 def test_validation_more_than_once_per_epoch_is_refused():
     from lightning.pytorch import Trainer
 
-    from wsol_lightning.tune import check_trainer
+    from wsol_lightning.tuning.checks import check_trainer
 
     check_trainer(Trainer(logger=False, enable_checkpointing=False), storage_is_rdb=False)
     with pytest.raises(WSOLInputError, match="val_check_interval=0.5.*once per epoch"):
@@ -150,7 +150,7 @@ def test_tune_defaults_are_the_benchmarked_trials_and_pruner(tmp_path):
     """benchmarks/bench_pruning.py measured these (README, "Measured"): 8 epochs of 5 batches, cosine lr,
     MedianPruner after 5 trials from the second epoch."""
     from wsol_lightning.cli import build_run
-    from wsol_lightning.tune import TUNE_DEFAULT_ARGS, build_parser
+    from wsol_lightning.tuning.options import TUNE_DEFAULT_ARGS, build_parser
 
     options, _ = build_parser().parse_known_args([])
     assert (options.pruner, options.n_startup_trials, options.n_warmup_steps) == ("median", 5, 1)

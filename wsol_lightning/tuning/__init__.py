@@ -1,0 +1,14 @@
+"""Everything about a study, one job per module (``scripts/tune.py`` calls :func:`main.main`).
+
+* ``main``: the entry point: parse, check, plan, open the study, run the loop, print.
+* ``options``: tune.py's flags, their defaults (``TUNE_DEFAULT_ARGS``) and checks.
+* ``plan``: the options resolved into a study (directory, storage URL, space, budget), and the opened study.
+* ``checks``: the dry build of the runs a study can make and the trainer settings it refuses.
+* ``loop``: one worker's study loop until the budget is used.
+* ``objective``: a trial = fit.py's run with the suggested values and the pruning callback.
+* ``record``: what a trial leaves in the storage (outcome, user attributes).
+* ``space``: search-space files, their validation, suggestion and grids.
+* ``study``: storage, sampler, pruner, study creation and the trial budget.
+* ``ddp``: DDP trials whose ranks Lightning starts (``ddp_spawn``, plain ``ddp``).
+* ``report``: the line per trial, the summary, the table and the plots.
+"""

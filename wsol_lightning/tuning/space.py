@@ -36,11 +36,6 @@ NOT_SEARCHABLE = {"model.num_classes"}
 TYPES = ("float", "int", "categorical")
 
 
-def _signature_names(cls: type) -> List[str]:
-    return [p.name for p in inspect.signature(cls.__init__).parameters.values()
-            if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
-
-
 def known_arguments() -> Dict[str, Any]:
     """``{"model.lr": default, "data.batch_size": default, ...}`` from the two signatures."""
     from wsol_lightning.data.datamodule import WSOLDataModule
@@ -259,7 +254,6 @@ def parse_search_space(data: Any, where: str) -> SearchSpace:
             raise WSOLInputError(f"{where}: {name}: both fixed and searched")
         seen[param.name] = name
         parameters.append(param)
-    keys = [p.key for p in parameters]
     return SearchSpace(parameters=parameters, fixed=fixed, source=where)
 
 

@@ -218,10 +218,6 @@ class Budget:
     running: int
     waiting: int
 
-    def remaining(self, n_trials: int) -> int:
-        """Trials still to start."""
-        return max(0, n_trials - self.counted)
-
 
 def retried_numbers(trials: List[FrozenTrial]) -> set:
     """Numbers of failed trials that the heartbeat retry re-queued (their copy counts instead)."""
