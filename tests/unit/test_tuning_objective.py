@@ -80,3 +80,28 @@ def test_memory_does_not_grow_across_trials(tmp_path):
     study.optimize(trial_objective, n_trials=3)
     gc.collect()
     assert sum(1 for o in gc.get_objects() if isinstance(o, torch.nn.Module)) <= baseline
+
+
+def test_an_interrupt_fails_the_trial_at_the_next_batch_and_queues_it_again(tmp_path, monkeypatch):
+    import signal
+
+    from lightning.pytorch import Callback
+
+    from wsol_lightning import cli
+    from wsol_lightning.tuning import interrupts
+
+    class SignalAtEpoch1(Callback):  # stands in for a Ctrl-C that lands during epoch 1
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch == 1:
+                interrupts.request(signal.SIGINT)
+
+    build_run = cli.build_run
+    monkeypatch.setattr(cli, "build_run", lambda args, callbacks=(): build_run(args, [*callbacks, SignalAtEpoch1()]))
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+    with interrupts.handled():
+        study.optimize(objective(tmp_path), n_trials=1, catch=(Exception,), callbacks=[interrupts.requeue_interrupted])
+        assert interrupts.exit_status() == 130
+    trial, copy = study.trials
+    assert trial.state == TrialState.FAIL and trial.user_attrs["reason"] == "interrupted"
+    assert sorted(trial.intermediate_values) == [0] and trial.user_attrs["epochs"] == 1  # stopped in epoch 1
+    assert copy.state == TrialState.WAITING and copy.params == trial.params

@@ -5,6 +5,7 @@
 * ``plan``: the options resolved into a study (directory, storage URL, space, budget), and the opened study.
 * ``checks``: the dry build of the runs a study can make and the trainer settings it refuses.
 * ``loop``: one worker's study loop until the budget is used.
+* ``interrupts``: Ctrl-C / SIGTERM: the running trial ends FAIL ``interrupted`` and is queued again.
 * ``objective``: a trial = fit.py's run with the suggested values and the pruning callback.
 * ``record``: what a trial leaves in the storage (outcome, user attributes).
 * ``space``: search-space files, their validation, suggestion and grids.

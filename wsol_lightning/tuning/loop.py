@@ -20,7 +20,8 @@ from wsol_lightning.tuning.study import budget
 
 def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_trials: int,
                heartbeat: bool, timeout: Optional[float] = None, grace_period: int = 60,
-               poll_seconds: float = 5.0, callbacks: Optional[List[Callable]] = None) -> None:
+               poll_seconds: float = 5.0, callbacks: Optional[List[Callable]] = None,
+               should_stop: Callable[[], bool] = lambda: False) -> None:
     """Run trials of ``study`` until it has ``n_trials`` (or ``timeout`` seconds have passed).
 
     Args:
@@ -33,10 +34,11 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
         grace_period: ``--grace-period`` (only named in a message).
         poll_seconds: seconds between looks at the storage while waiting.
         callbacks: ``study.optimize`` callbacks (called after each trial).
+        should_stop: asked before each trial and while waiting (an interrupt: stop).
     """
     started = time.monotonic()
     waiting_note = False
-    while True:
+    while not should_stop():
         if timeout is not None and time.monotonic() - started >= timeout:
             print(f"--timeout {timeout:g} s reached: no new trial", flush=True)
             return
@@ -53,9 +55,14 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
                 print(f"budget reached; waiting for {state.running} trial(s) running in other workers (a dead "
                       f"worker's trial is retried here after --grace-period {grace_period} s)", flush=True)
                 waiting_note = True
-            time.sleep(poll_seconds)
+            _sleep(poll_seconds, should_stop)
             continue
         if state.running > 0:
             print(f"{state.running} trial(s) still running in other workers", flush=True)
         return
 
+
+def _sleep(seconds: float, should_stop: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + seconds
+    while not should_stop() and time.monotonic() < deadline:
+        time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))

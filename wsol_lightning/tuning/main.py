@@ -11,11 +11,12 @@ rate log-uniform, TPE (seeded), MedianPruner, SQLite storage in
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 import time
 import warnings
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 from wsol_lightning.errors import exit_on_input_error
 
@@ -30,15 +31,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         quiet()
         return ddp.run_rank(handoff)
 
+    from wsol_lightning.tuning import interrupts
     from wsol_lightning.tuning.options import parse_args
 
     options, fit_args = parse_args(sys.argv[1:] if argv is None else argv)
     quiet()
+    with interrupts.handled():
+        return tune(options, fit_args)
 
-    from wsol_lightning.tuning import report
+
+def tune(options: argparse.Namespace, fit_args: List[str]) -> int:
+    """Check, open the study, run trials until the budget is used (or a signal came), print the results."""
+    from wsol_lightning.tuning import interrupts, report
     from wsol_lightning.tuning.checks import dry_build
     from wsol_lightning.tuning.loop import run_trials
     from wsol_lightning.tuning.plan import make_plan, open_study
+    from wsol_lightning.tuning.study import budget
 
     plan = make_plan(options, fit_args)
     dry_build(plan.base_args, plan.space, plan.study_dir, plan.is_rdb)
@@ -47,7 +55,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     started = time.monotonic()
     run_trials(study, plan.objective(), plan.n_trials, heartbeat=plan.is_rdb, timeout=options.timeout,
                grace_period=options.grace_period, poll_seconds=min(5, options.heartbeat_interval),
-               callbacks=[report.TrialPrinter()])
+               callbacks=[report.TrialPrinter(), interrupts.requeue_interrupted],
+               should_stop=lambda: interrupts.requested() is not None)
+    if interrupts.requested() is not None:
+        print(interrupts.stop_line(budget(study).done, plan.n_trials), file=sys.stderr, flush=True)
+        return interrupts.exit_status()
     report.print_summary(study, plan.url, plan.study_dir / "plots" if options.plots else None,
                          time.monotonic() - started)
     return 0

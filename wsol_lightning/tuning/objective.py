@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import optuna
 
-from wsol_lightning.tuning import ddp
+from wsol_lightning.tuning import ddp, interrupts
 from wsol_lightning.tuning.record import recorded
 from wsol_lightning.tuning.space import SearchSpace, trial_args
 from wsol_lightning.tuning.study import OVER_BUDGET_KEY, is_over_budget
@@ -66,13 +66,15 @@ class Objective:
         from wsol_lightning.module import MONITOR
 
         self.claim(trial)
+        interrupts.check_trial(trial)
         values = self.space.suggest(trial)
         run_dir = Path(self.study_dir) / f"trial-{trial.number:04d}"
         trial.set_user_attr("run_dir", str(run_dir))
         args = trial_arguments(self.base_args, self.space, values, run_dir)
         pruning = PyTorchLightningPruningCallback(trial, monitor=MONITOR)
-        run = build_run(args, callbacks=[pruning])
-        with recorded(trial, run) as record:
+        run = build_run(args, callbacks=[pruning, interrupts.StopOnInterrupt()])
+        interrupts.keep_signals_here(run.trainer)
+        with recorded(trial, run) as record, interrupts.on_interrupt(lambda: _kill_ranks(run.trainer)):
             handoff = ddp.make_handoff(self.storage_url or "", self.study_name, trial._trial_id, args, self.test)
             ddp.log_rank(0, trial._trial_id, args)
             with ddp.plain_ddp_trial(run.trainer, handoff):
@@ -90,3 +92,11 @@ class Objective:
             trial.study.stop()
             raise OverBudget(f"the study already has its {self.n_trials} trials")
 
+
+def _kill_ranks(trainer) -> None:
+    """DDP ranks Lightning started (spawned, or re-launched by plain ddp) stop with their trial at once."""
+    import signal
+
+    launcher = trainer.strategy.launcher
+    if launcher is not None and hasattr(launcher, "kill"):
+        launcher.kill(signal.SIGKILL)

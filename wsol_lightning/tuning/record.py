@@ -2,8 +2,10 @@
 
 Outcomes: pruned by the pruner -> PRUNED (``pruned_epoch`` recorded);
 non-finite loss -> PRUNED with the reason recorded (a diverged setting is a bad
-setting, not a crash); any other exception (CUDA out of memory, ...) -> FAIL
-with its message in the ``error`` user attribute, and the study goes on.
+setting, not a crash); SIGINT/SIGTERM -> FAIL with ``reason: interrupted``
+(:mod:`~wsol_lightning.tuning.interrupts`); any other exception (CUDA out of
+memory, ...) -> FAIL with its message in the ``error`` user attribute, and the
+study goes on.
 
 User attributes: every ``val/*`` (and ``test/*``) metric of the trial's last
 validated epoch, ``epochs`` (epochs run), ``checkpoint`` (its ``last.ckpt``),
@@ -19,7 +21,7 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import optuna
 
-from wsol_lightning.tuning import ddp
+from wsol_lightning.tuning import ddp, interrupts
 
 
 class TrialRecord:
@@ -55,6 +57,11 @@ def recorded(trial: optuna.Trial, run) -> Iterator[TrialRecord]:
             reason = f"diverged: {message}"
             write(trial, run, {}, reason=reason, pruned=True)
             raise optuna.TrialPruned(reason) from None
+        if interrupts.requested() is not None and not rank_errors:
+            # Whatever broke after the signal (the batch check, a DataLoader worker that got the Ctrl-C
+            # too, a killed DDP rank) broke because of it.
+            write(trial, run, {}, reason=interrupts.INTERRUPTED)
+            raise interrupts.TrialInterrupted(f"{interrupts.INTERRUPTED} by {interrupts.signal_name()}") from None
         write(trial, run, {}, error=message)
         raise
     else:

@@ -71,7 +71,8 @@ def classic_summary(study: optuna.Study) -> List[str]:
     failed = sum(t.state == TrialState.FAIL for t in finished)
     lines = [f"Number of finished trials: {len(finished)}",
              f"  pruned: {len(pruned)}  complete: {len(complete)}  failed: {failed}"
-             + (f" ({len(retried)} of them re-queued after their worker died, counted once)" if retried else "")]
+             + (f" ({len(retried)} of them re-queued after their worker died or was interrupted, counted once)"
+                if retried else "")]
     if not complete:
         lines.append("No completed trial: no best value yet.")
         return lines
