@@ -14,13 +14,14 @@ from wsol_lightning.tuning import ddp
 from wsol_lightning.tuning.space import SearchSpace, trial_args
 
 
-def check_trainer(trainer, storage_is_rdb: bool) -> None:
+def check_trainer(trainer, storage_is_rdb: bool, workers: int = 1) -> None:
     """Refuse settings a pruned trial cannot honour.
 
     * ``val_check_interval`` other than once per epoch: the pruning callback
       reports with step = epoch, so a second validation in an epoch would be
       dropped (Optuna ignores a step reported twice);
-    * DDP without an RDB storage: optuna-integration's callback needs one.
+    * DDP without an RDB storage: optuna-integration's callback needs one;
+    * DDP with ``--workers`` > 1: each worker is given one device.
     """
     interval = trainer.val_check_interval
     if not (isinstance(interval, float) and interval == 1.0):
@@ -31,6 +32,10 @@ def check_trainer(trainer, storage_is_rdb: bool) -> None:
     if ddp.is_distributed(trainer) and not storage_is_rdb:
         raise WSOLInputError(f"--trainer.strategy {ddp.strategy_name(trainer)}: DDP trials need an RDB --storage "
                              f"(sqlite:///..., postgresql://...), not a journal file")
+    if ddp.is_distributed(trainer) and workers > 1:
+        raise WSOLInputError(f"--workers {workers}: each worker trains on one device; DDP trials "
+                             f"(--trainer.strategy {ddp.strategy_name(trainer)}) take one tune.py per machine "
+                             f"(leave out --workers)")
 
 
 def corners(space: SearchSpace) -> List[Dict[str, Any]]:
@@ -40,7 +45,8 @@ def corners(space: SearchSpace) -> List[Dict[str, Any]]:
     return ends + [{**ends[0], p.name: choice} for p in space.parameters for choice in p.choices[1:]]
 
 
-def dry_build(args: Sequence[str], space: SearchSpace, study_dir: Path, storage_is_rdb: bool) -> None:
+def dry_build(args: Sequence[str], space: SearchSpace, study_dir: Path, storage_is_rdb: bool,
+              workers: int = 1) -> None:
     """Build (not train) a run at each of the space's :func:`corners` and check its trainer.
 
     Catches what only the module or data module knows (``--data.batch_size 0``,
@@ -50,5 +56,5 @@ def dry_build(args: Sequence[str], space: SearchSpace, study_dir: Path, storage_
 
     for values in corners(space):
         run = build_run([*args, *space.fixed_args(), *trial_args(values), "--run_dir", str(study_dir / "_check")])
-        check_trainer(run.trainer, storage_is_rdb)
+        check_trainer(run.trainer, storage_is_rdb, workers)
         del run

@@ -39,7 +39,9 @@ class TrialInterrupted(Exception):
 
 
 _signum: Optional[int] = None
+_announce = True
 _hooks: List[Callable[[], None]] = []
+_forwards: List[Callable[[int], None]] = []
 
 
 def requested() -> Optional[int]:
@@ -84,18 +86,26 @@ def check_trial(trial: optuna.Trial) -> None:
 
 def _handle(signum: int, frame) -> None:
     name = signal.Signals(signum).name
+    for forward in list(_forwards):
+        forward(signum)
     if _signum is not None:
-        os.write(2, f"\nsecond {name}: exiting at once\n".encode())
+        if _announce:
+            os.write(2, f"\nsecond {name}: exiting at once\n".encode())
         os._exit(128 + signum)
-    os.write(2, f"\n{name}: stopping the running trial (again to exit at once)\n".encode())
+    if _announce:
+        os.write(2, f"\n{name}: stopping the running trial (again to exit at once)\n".encode())
     request(signum)
 
 
 @contextlib.contextmanager
-def handled() -> Iterator[None]:
-    """SIGINT and SIGTERM ask tune.py to stop while the block runs (main thread only); then the old handlers."""
-    global _signum
-    _signum = None
+def handled(announce: bool = True) -> Iterator[None]:
+    """SIGINT and SIGTERM ask tune.py to stop while the block runs (main thread only); then the old handlers.
+
+    Args:
+        announce: print a line when a signal comes (a ``--workers`` worker leaves that to its supervisor).
+    """
+    global _signum, _announce
+    _signum, _announce = None, announce
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         yield
         return
@@ -125,6 +135,32 @@ def on_interrupt(hook: Callable[[], None]) -> Iterator[None]:
         yield
     finally:
         _hooks.remove(hook)
+
+
+@contextlib.contextmanager
+def on_signal(forward: Callable[[int], None]) -> Iterator[None]:
+    """Call ``forward(signum)`` (from the signal handler) for every SIGINT/SIGTERM received in the block,
+    the second one included; the ``--workers`` supervisor passes them on."""
+    _forwards.append(forward)
+    try:
+        yield
+    finally:
+        _forwards.remove(forward)
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM until the block ends (they are handled then), e.g. while starting workers."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
+
+
+def unblock() -> None:
+    """``preexec_fn`` of a process started inside :func:`deferred` (it would inherit the blocked signals)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
 
 
 class _QuietInterruptedTrials(logging.Filter):

@@ -31,38 +31,67 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         quiet()
         return ddp.run_rank(handoff)
 
-    from wsol_lightning.tuning import interrupts
+    from wsol_lightning.tuning import interrupts, workers
     from wsol_lightning.tuning.options import parse_args
 
-    options, fit_args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    options, fit_args = parse_args(argv)
     quiet()
-    with interrupts.handled():
-        return tune(options, fit_args)
+    supervisor = workers.supervisor_pid()
+    with interrupts.handled(announce=not supervisor):
+        if supervisor:  # one of --workers N: trial lines only; the supervisor checked, prints and reports
+            workers.watch_supervisor(supervisor)
+            return work(options, fit_args)
+        return tune(options, fit_args, argv)
 
 
-def tune(options: argparse.Namespace, fit_args: List[str]) -> int:
-    """Check, open the study, run trials until the budget is used (or a signal came), print the results."""
-    from wsol_lightning.tuning import interrupts, report
+def tune(options: argparse.Namespace, fit_args: List[str], argv: List[str]) -> int:
+    """Check, open the study, run its trials (here, or in ``--workers`` processes), print the results."""
+    from wsol_lightning.tuning import interrupts, report, workers
     from wsol_lightning.tuning.checks import dry_build
-    from wsol_lightning.tuning.loop import run_trials
     from wsol_lightning.tuning.plan import make_plan, open_study
     from wsol_lightning.tuning.study import budget
 
     plan = make_plan(options, fit_args)
-    dry_build(plan.base_args, plan.space, plan.study_dir, plan.is_rdb)
+    dry_build(plan.base_args, plan.space, plan.study_dir, plan.is_rdb, workers=options.workers)
     study, created, existing = open_study(plan)
     print(plan.header(created, existing), flush=True)
     started = time.monotonic()
-    run_trials(study, plan.objective(), plan.n_trials, heartbeat=plan.is_rdb, timeout=options.timeout,
-               grace_period=options.grace_period, poll_seconds=min(5, options.heartbeat_interval),
-               callbacks=[report.TrialPrinter(), interrupts.requeue_interrupted],
-               should_stop=lambda: interrupts.requested() is not None)
+    if options.workers > 1:
+        statuses = workers.run_workers(options.workers, argv)
+    else:
+        run_trials(plan, study)
     if interrupts.requested() is not None:
         print(interrupts.stop_line(budget(study).done, plan.n_trials), file=sys.stderr, flush=True)
         return interrupts.exit_status()
     report.print_summary(study, plan.url, plan.study_dir / "plots" if options.plots else None,
                          time.monotonic() - started)
+    if options.workers > 1 and any(statuses):
+        print(f"error: worker exit statuses {statuses} (their output is above)", file=sys.stderr, flush=True)
+        return 1
     return 0
+
+
+def work(options: argparse.Namespace, fit_args: List[str]) -> int:
+    """One worker of ``--workers N``: run trials until the study has its budget; exit 128 + signal if stopped."""
+    from wsol_lightning.tuning import interrupts
+    from wsol_lightning.tuning.plan import make_plan, open_study
+
+    plan = make_plan(options, fit_args)
+    study, _, _ = open_study(plan)
+    run_trials(plan, study)
+    return interrupts.exit_status()
+
+
+def run_trials(plan, study) -> None:
+    """This process's study loop, one line per trial, interrupted trials queued again."""
+    from wsol_lightning.tuning import interrupts, loop, report
+
+    options = plan.options
+    loop.run_trials(study, plan.objective(), plan.n_trials, heartbeat=plan.is_rdb, timeout=options.timeout,
+                    grace_period=options.grace_period, poll_seconds=min(5, options.heartbeat_interval),
+                    callbacks=[report.TrialPrinter(), interrupts.requeue_interrupted],
+                    should_stop=lambda: interrupts.requested() is not None)
 
 
 def quiet() -> None:

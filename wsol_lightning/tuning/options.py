@@ -76,7 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     trials.add_argument("--test", action="store_true", help="evaluate each trial on the test split")
     trials.add_argument("--figure", action="store_true", help="draw each trial's CAM figure")
     trials.add_argument("--no-plots", dest="plots", action="store_false", help="do not write the study's plots")
-    workers = parser.add_argument_group("workers (RDB storages)")
+    workers = parser.add_argument_group("workers")
+    workers.add_argument("--workers", type=int, default=1,
+                         help="worker processes on this machine running trials at the same time (GPUs are dealt "
+                              "round-robin, CPU cores split between them); more machines: start tune.py on each "
+                              "with one --storage")
     workers.add_argument("--heartbeat-interval", type=int, default=10, help="seconds between a trial's heartbeats")
     workers.add_argument("--grace-period", type=int, default=60,
                          help="seconds without heartbeat after which a running trial is failed and retried")
@@ -95,6 +99,8 @@ def check_options(options: argparse.Namespace) -> None:
     if options.heartbeat_interval < 1 or options.grace_period <= options.heartbeat_interval:
         raise WSOLInputError(f"--heartbeat-interval={options.heartbeat_interval} must be >= 1 and "
                              f"--grace-period={options.grace_period} larger than it")
+    if options.workers < 1:
+        raise WSOLInputError(f"--workers={options.workers} must be >= 1")
     if options.max_retry < 0:
         raise WSOLInputError(f"--max-retry={options.max_retry} must be >= 0")
 
