@@ -77,3 +77,86 @@ def trials_now(storage: str, name: str = "wsol-tune") -> list:
         return load(storage, name).trials
     except KeyError:  # optuna.load_study: "Record does not exist."
         return []
+
+
+#: A ``sitecustomize`` for the DDP tests, loaded by every process they start (PYTHONPATH): each process that
+#: trains appends what it trains to ``$WSOL_TEST_RANK_LOG`` itself, one line per epoch (pid, global rank, run
+#: directory, epoch, seed, the module's and data module's hyperparameters as instantiated there).
+#: ``WSOL_TEST_PRUNE_TRIAL=n``: the median pruner prunes trial n at its first report (the decision is rank
+#: 0's; every rank must stop). ``WSOL_TEST_DIE=trial-0000:1:1``: that rank exits at once at that epoch.
+RANK_HOOK = """
+import json
+import os
+
+import optuna
+import torch
+
+from wsol_lightning.module import WSOLModule
+
+_epoch_start = WSOLModule.on_train_epoch_start
+
+
+def _logged(self):
+    run = os.path.basename(str(self.trainer.default_root_dir))
+    if os.environ.get("WSOL_TEST_DIE") == f"{run}:{self.current_epoch}:{self.global_rank}":
+        os._exit(1)
+    entry = {"pid": os.getpid(), "rank": self.global_rank, "world": self.trainer.world_size, "run": run,
+             "epoch": self.current_epoch, "seed": torch.initial_seed(),
+             "model": {k: repr(v) for k, v in sorted(self.hparams.items())},
+             "data": {k: repr(v) for k, v in sorted(self.trainer.datamodule.hparams.items())}}
+    with open(os.environ["WSOL_TEST_RANK_LOG"], "a") as file:
+        file.write(json.dumps(entry) + "\\n")
+    return _epoch_start(self)
+
+
+if os.environ.get("WSOL_TEST_RANK_LOG"):
+    WSOLModule.on_train_epoch_start = _logged
+if os.environ.get("WSOL_TEST_PRUNE_TRIAL"):
+    optuna.pruners.MedianPruner.prune = lambda self, study, trial: trial.number == int(
+        os.environ["WSOL_TEST_PRUNE_TRIAL"])
+"""
+
+
+def rank_hook(tmp_path: Path, extra: str = "") -> Path:
+    """A directory holding :data:`RANK_HOOK` (plus ``extra`` code) as ``sitecustomize.py``."""
+    hook = tmp_path / "hook"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(RANK_HOOK + extra)
+    return hook
+
+
+def trained_by_rank(log: Path) -> dict:
+    """``{run directory name: {rank: [entries by epoch]}}`` from a rank log."""
+    import json
+
+    runs: dict = {}
+    for entry in (json.loads(line) for line in log.read_text().splitlines()):
+        runs.setdefault(entry["run"], {}).setdefault(entry["rank"], []).append(entry)
+    return runs
+
+
+def check_same_trial_on_every_rank(log: Path, trials, ranks=(0, 1)) -> dict:
+    """Each of ``trials`` was trained by every rank, each a process of its own, with the trial's values and one
+    seed, for the same epochs.
+
+    Returns:
+        ``{trial number: epochs every rank trained}``.
+    """
+    epochs = {}
+    runs = trained_by_rank(log)
+    for trial in trials:
+        if not trial.params or f"trial-{trial.number:04d}" not in runs:
+            continue
+        by_rank = runs[f"trial-{trial.number:04d}"]
+        assert sorted(by_rank) == list(ranks), (trial.number, sorted(by_rank))
+        assert len({entries[0]["pid"] for entries in by_rank.values()}) == len(ranks)  # one process per rank
+        first = by_rank[ranks[0]][0]
+        for entries in by_rank.values():
+            for entry in entries:
+                assert (entry["model"], entry["data"], entry["seed"]) == (first["model"], first["data"], first["seed"])
+        for key, value in trial.params.items():  # the values the study recorded, exactly
+            assert float(first["model"][key]) == value, (key, first["model"][key], value)
+        trained = {rank: [e["epoch"] for e in entries] for rank, entries in by_rank.items()}
+        assert len({tuple(e) for e in trained.values()}) == 1, trained  # every rank ran the same epochs
+        epochs[trial.number] = trained[ranks[0]]
+    return epochs

@@ -13,5 +13,6 @@ call :func:`main.main`).
 * ``space``: search-space files, their validation, suggestion and grids.
 * ``study``: storage, sampler, pruner, study creation and the trial budget.
 * ``ddp``: DDP trials whose ranks Lightning starts (``ddp_spawn``, plain ``ddp``).
+* ``cluster``: DDP trials whose ranks a launcher starts (torchrun, SLURM ``srun``, MPI): one trial for all.
 * ``report``: the line per trial, the summary, the table and the plots.
 """

@@ -7,11 +7,14 @@ has been recorded in the storage yet.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 from wsol_lightning.errors import WSOLInputError
 from wsol_lightning.tuning import ddp
 from wsol_lightning.tuning.space import SearchSpace, trial_args
+
+if TYPE_CHECKING:
+    from wsol_lightning.tuning.cluster import World
 
 
 def check_trainer(trainer, storage_is_rdb: bool, workers: int = 1) -> None:
@@ -46,15 +49,23 @@ def corners(space: SearchSpace) -> List[Dict[str, Any]]:
 
 
 def dry_build(args: Sequence[str], space: SearchSpace, study_dir: Path, storage_is_rdb: bool,
-              workers: int = 1) -> None:
+              workers: int = 1) -> Optional[World]:
     """Build (not train) a run at each of the space's :func:`corners` and check its trainer.
 
     Catches what only the module or data module knows (``--data.batch_size 0``,
     unknown flags, ...) before any trial; the one-line error is theirs.
+
+    Returns:
+        The ranks a cluster launcher started (torchrun, SLURM, ...), or None
+        (:func:`~wsol_lightning.tuning.cluster.external_world`).
     """
     from wsol_lightning.cli import build_run
+    from wsol_lightning.tuning.cluster import external_world
 
+    world = None
     for values in corners(space):
         run = build_run([*args, *space.fixed_args(), *trial_args(values), "--run_dir", str(study_dir / "_check")])
         check_trainer(run.trainer, storage_is_rdb, workers)
+        world = world or external_world(run.trainer)
         del run
+    return world

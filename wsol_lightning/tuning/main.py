@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 import warnings
 from typing import List, Optional, Sequence
 
-from wsol_lightning.errors import exit_on_input_error
+from wsol_lightning.errors import WSOLInputError, exit_on_input_error
 
 
 @exit_on_input_error
@@ -38,7 +39,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     options, fit_args = parse_args(argv)
     quiet()
     supervisor = workers.supervisor_pid()
-    with interrupts.handled(announce=not supervisor):
+    with interrupts.handled(announce=not supervisor and launched_rank() == 0):
         if supervisor:  # one of --workers N: trial lines only; the supervisor checked, prints and reports
             workers.watch_supervisor(supervisor)
             return work(options, fit_args)
@@ -53,14 +54,31 @@ def tune(options: argparse.Namespace, fit_args: List[str], argv: List[str]) -> i
     from wsol_lightning.tuning.study import budget
 
     plan = make_plan(options, fit_args)
-    dry_build(plan.base_args, plan.space, plan.study_dir, plan.is_rdb, workers=options.workers)
-    study, created, existing = open_study(plan)
+    world = dry_build(plan.base_args, plan.space, plan.study_dir, plan.is_rdb, workers=options.workers)
+    if world is not None:  # one of the ranks torchrun/SLURM/MPI started: rank 0 leads, the others follow
+        from wsol_lightning.tuning import cluster
+
+        plan.ranks = cluster.Ranks(world, options.dist_timeout)
+        if not plan.ranks.leader:
+            return cluster.follow(plan.ranks, plan.objective(), plan.url)
+    try:
+        study, created, existing = open_study(plan)
+    except WSOLInputError as error:
+        if plan.ranks is not None:  # the followers exit with the same line
+            plan.ranks.exchange(("error", str(error)))
+        raise
     print(plan.header(created, existing), flush=True)
     started = time.monotonic()
     if options.workers > 1:
         statuses = workers.run_workers(options.workers, argv)
     else:
         run_trials(plan, study)
+    if plan.ranks is not None:
+        if plan.ranks.broken:
+            print("error: a rank failed alone and left the others in a collective (its error is in the trial); "
+                  "rerun the same launch command to resume the study", file=sys.stderr, flush=True)
+            return 1
+        plan.ranks.stop_followers(interrupts.exit_status())
     if interrupts.requested() is not None:
         print(interrupts.stop_line(budget(study).done, plan.n_trials), file=sys.stderr, flush=True)
         return interrupts.exit_status()
@@ -88,10 +106,18 @@ def run_trials(plan, study) -> None:
     from wsol_lightning.tuning import interrupts, loop, report
 
     options = plan.options
+    stop = plan.ranks.leader_should_stop if plan.ranks else (lambda: interrupts.requested() is not None)
     loop.run_trials(study, plan.objective(), plan.n_trials, heartbeat=plan.is_rdb, timeout=options.timeout,
                     grace_period=options.grace_period, poll_seconds=min(5, options.heartbeat_interval),
-                    callbacks=[report.TrialPrinter(), interrupts.requeue_interrupted],
-                    should_stop=lambda: interrupts.requested() is not None)
+                    callbacks=[report.TrialPrinter(), interrupts.requeue_interrupted], should_stop=stop)
+
+
+def launched_rank() -> int:
+    """The global rank a cluster launcher gave this process (0 when none did): only rank 0 talks to the user."""
+    for name in ("RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
 
 
 def quiet() -> None:

@@ -60,23 +60,18 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         """Train one trial; returns its last epoch's ``val/localization``."""
-        from optuna_integration import PyTorchLightningPruningCallback
-
         from wsol_lightning.cli import build_run, fit_and_test
-        from wsol_lightning.module import MONITOR
 
         self.claim(trial)
         interrupts.check_trial(trial)
-        values = self.space.suggest(trial)
-        run_dir = Path(self.study_dir) / f"trial-{trial.number:04d}"
-        trial.set_user_attr("run_dir", str(run_dir))
-        args = trial_arguments(self.base_args, self.space, values, run_dir)
-        pruning = PyTorchLightningPruningCallback(trial, monitor=MONITOR)
-        run = build_run(args, callbacks=[pruning, interrupts.StopOnInterrupt()])
+        shared = self.share(trial)
+        args = self.arguments(shared)
+        trial.set_user_attr("run_dir", args[-1])
+        pruning, *others = self.callbacks(shared)
+        run = build_run(args, callbacks=[pruning, *others])
         interrupts.keep_signals_here(run.trainer)
         with recorded(trial, run) as record, interrupts.on_interrupt(lambda: _kill_ranks(run.trainer)):
             handoff = ddp.make_handoff(self.storage_url or "", self.study_name, trial._trial_id, args, self.test)
-            ddp.log_rank(0, trial._trial_id, args)
             with ddp.plain_ddp_trial(run.trainer, handoff):
                 record.metrics = fit_and_test(run, test=self.test, figure=self.figure)
             with warnings.catch_warnings():
@@ -84,6 +79,23 @@ class Objective:
                 warnings.filterwarnings("ignore", message=".*is already reported.*")
                 pruning.check_pruned()
         return record.value()
+
+    def share(self, trial: optuna.Trial):
+        """The trial the run draws its values from (ranks launched from outside share it, see ``cluster``)."""
+        return trial
+
+    def arguments(self, trial) -> List[str]:
+        """Suggest the trial's values; its fit.py arguments (the run directory last)."""
+        values = self.space.suggest(trial)
+        return trial_arguments(self.base_args, self.space, values, Path(self.study_dir) / f"trial-{trial.number:04d}")
+
+    def callbacks(self, trial) -> list:
+        """The pruning callback (first, with ``check_pruned``) and the interrupt check of a trial's run."""
+        from optuna_integration import PyTorchLightningPruningCallback
+
+        from wsol_lightning.module import MONITOR
+
+        return [PyTorchLightningPruningCallback(trial, monitor=MONITOR), interrupts.StopOnInterrupt()]
 
     def claim(self, trial: optuna.Trial) -> None:
         """Abandon ``trial`` if the budget was used up while it started (another worker won the race)."""

@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     workers.add_argument("--grace-period", type=int, default=60,
                          help="seconds without heartbeat after which a running trial is failed and retried")
     workers.add_argument("--max-retry", type=int, default=3, help="retries of a trial whose worker died")
+    workers.add_argument("--dist-timeout", type=float, default=1800.0,
+                         help="ranks launched by torchrun/SLURM/MPI: seconds a collective waits for the other "
+                              "ranks before the trial fails")
     return parser
 
 
@@ -101,6 +104,8 @@ def check_options(options: argparse.Namespace) -> None:
                              f"--grace-period={options.grace_period} larger than it")
     if options.workers < 1:
         raise WSOLInputError(f"--workers={options.workers} must be >= 1")
+    if not options.dist_timeout > 0:
+        raise WSOLInputError(f"--dist-timeout={options.dist_timeout} must be > 0")
     if options.max_retry < 0:
         raise WSOLInputError(f"--max-retry={options.max_retry} must be >= 0")
 

@@ -12,7 +12,7 @@ import argparse
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import optuna
 
@@ -21,6 +21,9 @@ from wsol_lightning.tuning.options import TUNE_DEFAULT_ARGS
 from wsol_lightning.tuning.space import SearchSpace, default_search_space, load_search_space, parse_enqueue
 from wsol_lightning.tuning.study import (attach, create_or_load_study, enqueue_once, is_journal, make_pruner,
                                          make_sampler, normalize_url, open_storage, redact, worker_seed)
+
+if TYPE_CHECKING:
+    from wsol_lightning.tuning.cluster import Ranks
 
 
 @dataclass
@@ -36,6 +39,7 @@ class StudyPlan:
     n_trials: int
     pruner: optuna.pruners.BasePruner
     notes: List[str] = field(default_factory=list)
+    ranks: Optional["Ranks"] = None  # ranks launched from outside (torchrun, SLURM, ...), once connected
 
     @property
     def is_rdb(self) -> bool:
@@ -48,10 +52,15 @@ class StudyPlan:
         return normalize_url(self.storage_url)
 
     def objective(self) -> Objective:
-        """The objective of this study's trials."""
-        return Objective(self.base_args, self.space, self.study_dir, self.n_trials,
-                         storage_url=self.url if self.is_rdb else None, study_name=self.options.study_name,
-                         test=self.options.test, figure=self.options.figure)
+        """The objective of this study's trials (rank 0's when ranks are launched from outside)."""
+        kwargs = dict(storage_url=self.url if self.is_rdb else None, study_name=self.options.study_name,
+                      test=self.options.test, figure=self.options.figure)
+        if self.ranks is not None:
+            from wsol_lightning.tuning.cluster import LeaderObjective
+
+            return LeaderObjective(self.base_args, self.space, self.study_dir, self.n_trials, ranks=self.ranks,
+                                   **kwargs)
+        return Objective(self.base_args, self.space, self.study_dir, self.n_trials, **kwargs)
 
     def header(self, created: bool, existing: int) -> str:
         """What tune.py prints before its first trial."""

@@ -184,8 +184,15 @@ class SearchSpace:
         raise WSOLInputError(f"--enqueue {key}: not in the search space ({', '.join(p.key for p in self.parameters)})")
 
     def suggest(self, trial) -> Dict[str, Any]:
-        """``{full name: value}`` drawn for ``trial``."""
-        return {param.name: param.suggest(trial) for param in self.parameters}
+        """``{full name: value}`` drawn for ``trial``.
+
+        The values are read back from ``trial.params``: a ``TorchDistributedTrial``'s
+        ``suggest_float`` returns a float32, its ``params`` the exact values.
+        """
+        for param in self.parameters:
+            param.suggest(trial)
+        params = trial.params
+        return {param.name: params[param.key] for param in self.parameters}
 
     def fixed_args(self) -> List[str]:
         """The ``fixed`` section as CLI arguments."""
