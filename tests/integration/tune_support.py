@@ -72,7 +72,8 @@ def load(storage: str, name: str) -> optuna.Study:
 
 
 def trials_now(storage: str, name: str = "wsol-tune") -> list:
-    """The study's trials, or [] while the study does not exist yet (any other storage error is raised)."""
+    """The study's trials, or [] while the study does not exist yet (any other storage error is raised at once:
+    a test never spins on a storage it cannot read)."""
     try:
         return load(storage, name).trials
     except KeyError:  # optuna.load_study: "Record does not exist."

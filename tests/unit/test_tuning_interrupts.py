@@ -27,8 +27,10 @@ def test_first_signal_asks_to_stop_then_the_old_handlers_return():
             assert calls == ["hook"]
             with pytest.raises(interrupts.TrialInterrupted, match="interrupted by SIGTERM"):
                 interrupts.check()
+            assert interrupts.stop_line(2, 5) == (
+                "interrupted by SIGTERM: 2 of 5 trials done; rerun the same command to resume")
     assert signal.getsignal(signal.SIGTERM) is before
-    assert interrupts.stop_line(2, 5) == "interrupted by SIGTERM: 2 of 5 trials done; rerun the same command to resume"
+    assert interrupts.requested() is None  # a later study in this process starts afresh
 
 
 def make_trial(study, state, x, **attrs):

@@ -36,6 +36,9 @@ def test_reports_every_epoch_and_pruner_stops_the_trial(tmp_path):
     done = nop.trials[0]
     assert done.state == TrialState.COMPLETE and sorted(done.intermediate_values) == [0, 1, 2]
     assert done.value == pytest.approx(done.intermediate_values[2], abs=1e-4)  # the final epoch's value
+    # Without --test / --figure (tune.py's default): no test split, no figure.
+    assert not any(key.startswith("test/") for key in done.user_attrs)
+    assert not list((tmp_path / "study").glob("trial-*/cam_grid.png"))
 
 
 def test_divergence_prunes_and_other_errors_fail_while_the_study_goes_on(tmp_path, monkeypatch):
@@ -105,3 +108,14 @@ def test_an_interrupt_fails_the_trial_at_the_next_batch_and_queues_it_again(tmp_
     assert trial.state == TrialState.FAIL and trial.user_attrs["reason"] == "interrupted"
     assert sorted(trial.intermediate_values) == [0] and trial.user_attrs["epochs"] == 1  # stopped in epoch 1
     assert copy.state == TrialState.WAITING and copy.params == trial.params
+
+
+def test_test_and_figure_flags_record_the_test_split_and_draw_the_figure(tmp_path):
+    trial_objective = objective(tmp_path, "--trainer.max_epochs", "1")
+    trial_objective.test, trial_objective.figure = True, True
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+    study.optimize(trial_objective, n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == TrialState.COMPLETE
+    assert {"test/localization", "test/top1", "test/MaxBoxAccV2"} <= set(trial.user_attrs), trial.user_attrs
+    assert (tmp_path / "study" / "trial-0000" / "cam_grid.png").stat().st_size > 0

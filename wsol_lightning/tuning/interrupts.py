@@ -107,7 +107,10 @@ def handled(announce: bool = True) -> Iterator[None]:
     global _signum, _announce
     _signum, _announce = None, announce
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-        yield
+        try:
+            yield
+        finally:
+            _signum = None
         return
     previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
     for sig in SIGNALS:
@@ -123,6 +126,7 @@ def handled(announce: bool = True) -> Iterator[None]:
             signal.signal(sig, handler)
         for handler in handlers:
             handler.removeFilter(quiet)
+        _signum = None  # a later study in this process starts afresh
 
 
 @contextlib.contextmanager
