@@ -93,10 +93,15 @@ def test_an_interrupt_fails_the_trial_at_the_next_batch_and_queues_it_again(tmp_
     from wsol_lightning import cli
     from wsol_lightning.tuning import interrupts
 
-    class SignalAtEpoch1(Callback):  # stands in for a Ctrl-C that lands during epoch 1
+    class SignalAtEpoch1(Callback):  # stands in for a Ctrl-C that lands as epoch 1 starts
+        batches_after = 0
+
         def on_train_epoch_start(self, trainer, pl_module):
             if trainer.current_epoch == 1:
                 interrupts.request(signal.SIGINT)
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            SignalAtEpoch1.batches_after += interrupts.requested() is not None
 
     build_run = cli.build_run
     monkeypatch.setattr(cli, "build_run", lambda args, callbacks=(): build_run(args, [*callbacks, SignalAtEpoch1()]))
@@ -107,6 +112,7 @@ def test_an_interrupt_fails_the_trial_at_the_next_batch_and_queues_it_again(tmp_
     trial, copy = study.trials
     assert trial.state == TrialState.FAIL and trial.user_attrs["reason"] == "interrupted"
     assert sorted(trial.intermediate_values) == [0] and trial.user_attrs["epochs"] == 1  # stopped in epoch 1
+    assert SignalAtEpoch1.batches_after == 0  # at its first batch
     assert copy.state == TrialState.WAITING and copy.params == trial.params
 
 
