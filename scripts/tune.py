@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from wsol_lightning.tune import main
+from wsol_lightning.tuning.main import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

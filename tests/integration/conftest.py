@@ -43,3 +43,16 @@ def postgres_url():
 def study_name():
     """A study name of its own for each test (tests share the server's database)."""
     return f"test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(autouse=True)
+def _no_tune_left_running():
+    """A test that fails half-way never leaves a tune.py it started running."""
+    from tune_support import STARTED
+
+    yield
+    while STARTED:
+        process = STARTED.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait()

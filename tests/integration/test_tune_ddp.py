@@ -1,26 +1,24 @@
 """DDP trials on CPU with 2 processes (gloo): one trial, the same values on every rank, one report per epoch.
 
 Plain ``ddp`` re-launches tune.py on rank 1 (optuna#4835, optuna-integration#59): the re-launched
-process must join rank 0's trial instead of starting its own study loop.
+process must join rank 0's trial instead of starting its own study loop. Every rank process writes what it
+trains itself (the ``RANK_HOOK`` of tune_support), so "the same values on every rank" is read from each rank.
 """
-
-import json
 
 import pytest
 from optuna.trial import TrialState
 
-from tune_support import load, run_tune
+from tune_support import check_same_trial_on_every_rank, load, pythonpath, rank_hook, run_tune
 
 pytestmark = pytest.mark.slow
 DDP = ["--trainer.devices", "2", "--trainer.accelerator", "cpu", "--n-trials", "2", "--no-plots"]
 
 
 def test_ddp_spawn_trials(tmp_path):
-    strategy = "ddp_spawn"
-    rank_log = tmp_path / "ranks.jsonl"
-    study_dir = tmp_path / "study"
-    result = run_tune("--trainer.strategy", strategy, *DDP, "--study-dir", str(study_dir), cwd=tmp_path,
-                      data_root=tmp_path / "data", env={"WSOL_TUNE_RANK_LOG": str(rank_log), "OMP_NUM_THREADS": "1"})
+    rank_log, study_dir = tmp_path / "ranks.jsonl", tmp_path / "study"
+    result = run_tune("--trainer.strategy", "ddp_spawn", *DDP, "--study-dir", str(study_dir), cwd=tmp_path,
+                      data_root=tmp_path / "data", env={"PYTHONPATH": pythonpath(rank_hook(tmp_path)),
+                                                        "WSOL_TEST_RANK_LOG": str(rank_log), "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-4000:]
     study = load(f"sqlite:///{study_dir}/optuna.db", "wsol-tune")
     assert len(study.trials) == 2  # no study loop on rank 1
@@ -30,14 +28,8 @@ def test_ddp_spawn_trials(tmp_path):
         assert sorted(trial.intermediate_values) == [0, 1]  # one report per epoch
         assert sorted(trial.system_attrs["ddp_pl:intermediate_value"]) == ["0", "1"]
         assert trial.value == pytest.approx(trial.intermediate_values[1], abs=1e-4)
-    ranks = [json.loads(line) for line in rank_log.read_text().splitlines()]
-    by_trial = {}
-    for entry in ranks:
-        by_trial.setdefault(entry["trial_id"], []).append(entry)
-    assert len(by_trial) == 2
-    for entries in by_trial.values():  # ddp_spawn pickles the trial into its workers: one process to check
-        assert sorted(e["rank"] for e in entries) == [0]
-        assert all(e["args"] == entries[0]["args"] for e in entries)  # the same values on every rank
+    # Each spawned rank wrote what it trained itself: the trial's values, one seed, both epochs.
+    assert check_same_trial_on_every_rank(rank_log, study.trials) == {0: [0, 1], 1: [0, 1]}
 
 
 #: Loaded by every process of the test (PYTHONPATH), re-launched ranks included: two sentinel learning
@@ -61,14 +53,12 @@ WSOLModule.training_step = _failing
 
 
 def test_plain_ddp_one_trial_same_values_on_every_rank_failures_stay_in_their_trial(tmp_path):
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(FAILING)
+    hook = rank_hook(tmp_path, FAILING)
     study_dir, rank_log = tmp_path / "study", tmp_path / "ranks.jsonl"
     result = run_tune("--trainer.strategy", "ddp", *DDP[:-3], "--n-trials", "3", "--no-plots",
                       "--study-dir", str(study_dir), "--enqueue", "lr=0.0123", "--enqueue", "lr=0.0124",
                       cwd=tmp_path, data_root=tmp_path / "data",
-                      env={"OMP_NUM_THREADS": "1", "PYTHONPATH": str(hook), "WSOL_TUNE_RANK_LOG": str(rank_log)})
+                      env={"OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath(hook), "WSOL_TEST_RANK_LOG": str(rank_log)})
     assert result.returncode == 0, result.stderr[-4000:]
     study = load(f"sqlite:///{study_dir}/optuna.db", "wsol-tune")
     assert len(study.trials) == 3  # no study loop on rank 1
@@ -81,10 +71,6 @@ def test_plain_ddp_one_trial_same_values_on_every_rank_failures_stay_in_their_tr
     assert sorted(fine.intermediate_values) == [0, 1]  # one report per epoch
     assert sorted(fine.system_attrs["ddp_pl:intermediate_value"]) == ["0", "1"]
     assert fine.value == pytest.approx(fine.intermediate_values[1], abs=1e-4)
-    by_trial = {}
-    for entry in (json.loads(line) for line in rank_log.read_text().splitlines()):
-        by_trial.setdefault(entry["trial_id"], []).append(entry)
-    assert len(by_trial) == 3
-    for entries in by_trial.values():
-        assert sorted(e["rank"] for e in entries) == [0, 1]
-        assert all(e["args"] == entries[0]["args"] for e in entries)  # the same values on every rank
+    # Each re-launched rank wrote what it trained itself: every trial on both ranks with the same values and seed
+    # (the diverged and the failed ones up to epoch 1, where they stopped).
+    assert check_same_trial_on_every_rank(rank_log, study.trials) == {0: [0, 1], 1: [0, 1], 2: [0, 1]}

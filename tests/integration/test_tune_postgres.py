@@ -8,12 +8,11 @@ import os
 import re
 import signal
 import subprocess
-import time
 
 import pytest
 from optuna.trial import TrialState
 
-from tune_support import load, run_tune, tune_command
+from tune_support import load, output, run_tune, start_tune, trials_now, tune_command, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # two workers on two cores
@@ -43,20 +42,14 @@ def test_two_workers_share_the_budget_exactly(tmp_path, postgres_url, study_name
 def test_sigkilled_worker_trial_is_failed_and_retried_by_another(tmp_path, postgres_url, study_name):
     args = ["--storage", postgres_url, "--study-name", study_name, "--n-trials", "3", "--no-plots",
             "--heartbeat-interval", "1", "--grace-period", "4", "--study-dir", str(tmp_path / "study")]
-    victim = subprocess.Popen(tune_command(*args, "--trainer.max_epochs", "4", data_root=tmp_path / "data"),
-                              cwd=tmp_path, env=ONE_THREAD, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:  # kill it in the middle of its first trial
-        time.sleep(1)
-        try:
-            trials = load(postgres_url, study_name).trials
-        except Exception:  # noqa: BLE001 - the study does not exist yet
-            continue
-        if trials and trials[0].state == TrialState.RUNNING and trials[0].intermediate_values:
-            break
-    else:
-        victim.kill()
-        pytest.fail("the first worker never reached the middle of a trial")
+    victim = start_tune(*args, "--trainer.max_epochs", "4", cwd=tmp_path, data_root=tmp_path / "data", env=ONE_THREAD,
+                        log="victim")
+
+    def mid_first_trial() -> bool:  # a storage error other than "no such study yet" is raised at once
+        trials = trials_now(postgres_url, study_name) if "study directory:" in output(victim) else []
+        return bool(trials) and trials[0].state == TrialState.RUNNING and bool(trials[0].intermediate_values)
+
+    wait_until(mid_first_trial, victim, "the middle of the first trial")  # fails at once if the worker exits
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     assert load(postgres_url, study_name).trials[0].state == TrialState.RUNNING

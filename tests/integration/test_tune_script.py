@@ -69,13 +69,26 @@ def test_study_records_reproduces_and_resumes(tmp_path):
     (["--n-trials", "0"], "error: --n-trials=0 must be >= 1"),
     (["--data.batch_size", "0"], "error: --data.batch_size=0 must be an integer >= 1"),
     (["--search-space", "BAD"], "error: BAD: nonsense: unknown parameter"),
+    (["--timeout", "0"], "error: --timeout=0.0 must be > 0"),
+    (["--grid-points", "0"], "error: --grid-points=0 must be >= 1"),
+    (["--heartbeat-interval", "5", "--grace-period", "5"], "error: --heartbeat-interval=5 must be >= 1 and "
+                                                           "--grace-period=5 larger than it"),
+    (["--max-retry", "-1"], "error: --max-retry=-1 must be >= 0"),
+    (["--workers", "0"], "error: --workers=0 must be >= 1"),
+    (["--dist-timeout", "0"], "error: --dist-timeout=0.0 must be > 0"),
+    (["--pruner", "percentile", "--percentile", "101"], "error: --percentile=101.0 must be in [0, 100]"),
+    (["--interval-steps", "0"], "error: --interval-steps=0 must be >= 1"),
+    (["--workers", "2", "--trainer.strategy", "ddp_spawn", "--trainer.devices", "2", "--trainer.accelerator", "cpu"],
+     "error: --workers 2: each worker trains on one device"),
+    (["--storage", "JOURNAL", "--trainer.strategy", "ddp_spawn", "--trainer.devices", "2",
+      "--trainer.accelerator", "cpu"], "error: --trainer.strategy ddp_spawn: DDP trials need an RDB --storage"),
 ])
 def test_refusals_are_one_line_before_any_training(tmp_path, capsys, args, message):
-    from wsol_lightning.tune import main
+    from wsol_lightning.tuning.main import main
 
     space = tmp_path / "bad.yaml"
     space.write_text("parameters:\n  nonsense: {type: float, low: 0, high: 1}\n")
-    args = [str(space) if a == "BAD" else a for a in args]
+    args = [str(space) if a == "BAD" else str(tmp_path / "s.journal") if a == "JOURNAL" else a for a in args]
     message = message.replace("BAD", str(space))
     with pytest.raises(SystemExit) as exit_:
         main(["--study-dir", str(tmp_path / "s"), "--data.data_root", str(tmp_path / "data"), *args])
@@ -83,3 +96,16 @@ def test_refusals_are_one_line_before_any_training(tmp_path, capsys, args, messa
     assert exit_.value.code == 2
     assert captured.err.strip().splitlines()[-1].startswith(message), captured.err[-500:]
     assert "trial " not in captured.out and not (tmp_path / "s" / "trial-0000").exists()
+
+
+def test_an_existing_study_with_the_other_direction_is_refused(tmp_path, capsys):
+    from wsol_lightning.tuning.main import main
+    from wsol_lightning.tuning.study import create_or_load_study, open_storage
+
+    create_or_load_study(open_storage(f"sqlite:///{tmp_path}/s/optuna.db"), "wsol-tune", "minimize")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--study-dir", str(tmp_path / "s"), "--data.data_root", str(tmp_path / "data")])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: --study-name wsol-tune: the study exists with --direction minimize, not maximize (choose another "
+        "--study-name)")

@@ -97,63 +97,70 @@ def test_worker_seeds():
 
 def test_samplers_and_pruners():
     space = default_search_space()
-    assert isinstance(make_sampler("tpe", 0, space), optuna.samplers.TPESampler)
-    assert isinstance(make_sampler("random", 0, space), optuna.samplers.RandomSampler)
-    assert isinstance(make_sampler("grid", 0, space, grid_points=3), optuna.samplers.GridSampler)
-    median = make_pruner("median", 3, 2, 1)
-    assert isinstance(median, optuna.pruners.MedianPruner)
-    assert (median._n_startup_trials, median._n_warmup_steps) == (3, 2)
-    assert isinstance(make_pruner("none"), optuna.pruners.NopPruner)
-    for name in ("percentile", "successive_halving", "hyperband"):
-        assert isinstance(make_pruner(name), optuna.pruners.BasePruner)
+    assert type(make_sampler("tpe", 0, space)) is optuna.samplers.TPESampler
+    assert type(make_sampler("random", 0, space)) is optuna.samplers.RandomSampler
+    assert type(make_sampler("grid", 0, space, grid_points=3)) is optuna.samplers.GridSampler
+    assert type(make_pruner("none")) is optuna.pruners.NopPruner
+    assert type(make_pruner("successive_halving")) is optuna.pruners.SuccessiveHalvingPruner
+    assert type(make_pruner("hyperband")) is optuna.pruners.HyperbandPruner
     with pytest.raises(WSOLInputError, match="--n-warmup-steps=-1"):
         make_pruner("median", 1, -1, 1)
 
 
-def test_handoff_only_for_relaunched_ranks(monkeypatch):
-    payload = ddp.make_handoff("sqlite:///x.db", "s", 7, ["--model.lr=0.1"], test=False)
-    monkeypatch.setenv(ddp.HANDOFF_ENV, json.dumps(payload))
-    monkeypatch.setenv("LOCAL_RANK", "0")
-    assert ddp.handoff_from_env() is None  # rank 0 is the worker itself
-    monkeypatch.setenv("LOCAL_RANK", "1")
-    assert ddp.handoff_from_env() == payload
-    monkeypatch.delenv(ddp.HANDOFF_ENV)
-    assert ddp.handoff_from_env() is None  # a plain fit.py/ddp rank, not a trial
+def pruned(pruner, history, value, step):
+    """Whether ``pruner`` stops a running trial reporting ``value`` at ``step``, after completed trials whose
+    curves are ``history`` (maximize)."""
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    for curve in history:
+        study.add_trial(optuna.create_trial(params={"x": 0.5}, distributions=dist, value=curve[-1],
+                                            intermediate_values=dict(enumerate(curve))))
+    trial = study.ask()
+    trial.report(value, step)
+    return trial.should_prune()
 
 
-def test_validation_more_than_once_per_epoch_is_refused():
-    from lightning.pytorch import Trainer
-
-    from wsol_lightning.tune import check_trainer
-
-    check_trainer(Trainer(logger=False, enable_checkpointing=False), storage_is_rdb=False)
-    with pytest.raises(WSOLInputError, match="val_check_interval=0.5.*once per epoch"):
-        check_trainer(Trainer(val_check_interval=0.5, logger=False, enable_checkpointing=False), True)
-    ddp_trainer = Trainer(strategy="ddp_spawn", devices=2, accelerator="cpu", logger=False,
-                          enable_checkpointing=False)
-    with pytest.raises(WSOLInputError, match="need an RDB --storage"):
-        check_trainer(ddp_trainer, storage_is_rdb=False)
-    assert ddp.strategy_name(ddp_trainer) == "ddp_spawn"
-    assert ddp.strategy_name(Trainer(strategy="ddp", devices=2, accelerator="cpu", logger=False)) == "ddp"
+def test_median_and_percentile_pruners_decide_with_their_flags():
+    history = [[10, 20, 30], [20, 40, 60], [30, 60, 90], [40, 80, 120]]  # at step 1: 20, 40, 60, 80
+    median = make_pruner("median", n_startup_trials=4, n_warmup_steps=1, interval_steps=1)
+    assert pruned(median, history, 45, step=1) and not pruned(median, history, 55, step=1)  # median 50
+    assert not pruned(median, history, 0, step=0)  # warm-up: never at epoch 0
+    assert not pruned(make_pruner("median", 5, 1, 1), history, 0, step=1)  # 4 < --n-startup-trials 5
+    percentile = make_pruner("percentile", 4, 1, 1, percentile=25.0)  # keep the top 25%: below 65 is pruned
+    assert pruned(percentile, history, 64, step=1) and not pruned(percentile, history, 66, step=1)
+    assert not pruned(make_pruner("percentile", 4, 1, 1, percentile=75.0), history, 36, step=1)  # 75%: above 35
 
 
-def test_enqueue_once_recognizes_a_partial_enqueue_that_already_ran():
-    study = optuna.create_study()
-    assert enqueue_once(study, {"x": 0.0})
-    study.optimize(lambda t: t.suggest_float("x", 0, 1) + t.suggest_float("y", 0, 1), n_trials=1)
-    assert study.trials[0].params["x"] == 0.0
-    assert not enqueue_once(study, {"x": 0.0})  # a rerun of the same command does not run it again
-    assert len(study.trials) == 1
+def test_max_retry_bounds_the_retries_of_a_dead_worker_s_trial(tmp_path):
+    import time
+
+    from optuna.storages import fail_stale_trials
+
+    studies = {}
+    for max_retry in (0, 1):
+        storage = open_storage(f"sqlite:///{tmp_path}/r{max_retry}.db", heartbeat_interval=1, grace_period=1,
+                               max_retry=max_retry)
+        studies[max_retry] = create_or_load_study(storage, "r", "maximize")[0]
+    for _ in range(2):  # a trial whose worker dies (no heartbeat after the first), twice
+        for study in studies.values():
+            trial = study.ask()
+            trial.suggest_float("x", 0, 1)
+            study._storage.record_heartbeat(trial._trial_id)
+        time.sleep(2.1)  # the storage keeps heartbeats to the second
+        for study in studies.values():
+            fail_stale_trials(study)
+    # --max-retry 0: the dead worker's trial is not run again; 1: once (its retry dies too: no third copy).
+    for max_retry, retried_from in ((0, [None, None]), (1, [None, 0])):
+        trials = studies[max_retry].trials
+        assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL], max_retry
+        assert [t.system_attrs.get("failed_trial") for t in trials] == retried_from
 
 
-def test_tune_defaults_are_the_benchmarked_trials_and_pruner(tmp_path):
-    """benchmarks/bench_pruning.py measured these (README, "Measured"): 8 epochs of 5 batches, cosine lr,
-    MedianPruner after 5 trials from the second epoch."""
-    from wsol_lightning.cli import build_run
-    from wsol_lightning.tune import TUNE_DEFAULT_ARGS, build_parser
+def test_a_grid_caps_the_budget_at_its_size(tmp_path):
+    from wsol_lightning.tuning.options import parse_args
+    from wsol_lightning.tuning.plan import make_plan
 
-    options, _ = build_parser().parse_known_args([])
-    assert (options.pruner, options.n_startup_trials, options.n_warmup_steps) == ("median", 5, 1)
-    run = build_run([*TUNE_DEFAULT_ARGS, "--data.data_root", str(tmp_path / "data"), "--run_dir", str(tmp_path / "r")])
-    assert (run.trainer.max_epochs, run.trainer.limit_train_batches, run.trainer.limit_val_batches) == (8, 5, 4)
-    assert run.model.hparams.lr_schedule == "cosine"
+    plan = make_plan(*parse_args(["--sampler", "grid", "--grid-points", "2", "--n-trials", "10",
+                                  "--study-dir", str(tmp_path)]))
+    assert plan.n_trials == 4 and plan.notes == ["grid of 4 points: --n-trials 10 lowered to 4"]
+    assert make_plan(*parse_args(["--sampler", "grid", "--grid-points", "3", "--n-trials", "5"])).n_trials == 5

@@ -1,4 +1,6 @@
-"""DDP trials: one trial, the same values on every rank, one report per epoch.
+"""DDP trials whose ranks Lightning starts: one trial, the same values on every rank, one report per epoch.
+
+(Ranks started by torchrun, SLURM or MPI: :mod:`wsol_lightning.tuning.cluster`.)
 
 ``ddp_spawn``: Lightning pickles the trainer (with the pruning callback and its
 trial) into worker processes that import this script without running its
@@ -45,8 +47,6 @@ from typing import Any, Dict, Iterator, List, Optional
 HANDOFF_ENV = "WSOL_TUNE_DDP_TRIAL"
 #: Environment variables Lightning's subprocess launcher sets in the parent.
 _LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "OMP_NUM_THREADS")
-#: When set, every process that trains a trial appends ``{"rank", "trial_id", "args"}`` to this file (tests).
-RANK_LOG_ENV = "WSOL_TUNE_RANK_LOG"
 #: System attribute prefix under which a re-launched rank records the exception that stopped it.
 RANK_ERROR_PREFIX = "wsol:rank_error:"
 #: Seconds the parent waits for its ranks to exit after a successful fit.
@@ -156,7 +156,6 @@ def run_rank(handoff: Dict[str, Any]) -> int:
         warnings.simplefilter("ignore")
         trial = optuna.trial.Trial(study, handoff["trial_id"])
     callback = PyTorchLightningPruningCallback(trial, monitor=MONITOR)
-    log_rank(int(os.environ.get("LOCAL_RANK", "0")), handoff["trial_id"], handoff["args"])
     try:
         run = build_run(handoff["args"], callbacks=[callback])
         fit_and_test(run, test=handoff["test"], figure=False)
@@ -167,14 +166,6 @@ def run_rank(handoff: Dict[str, Any]) -> int:
                                       f"{type(error).__name__}: {error}"[:1000])
         raise
     return 0
-
-
-def log_rank(rank: int, trial_id: int, args: List[str]) -> None:
-    """Append what this rank trains to ``$WSOL_TUNE_RANK_LOG`` (tests check every rank got the same)."""
-    path = os.environ.get(RANK_LOG_ENV)
-    if path:
-        with open(path, "a") as file:
-            file.write(json.dumps({"rank": rank, "trial_id": trial_id, "args": list(args)}) + "\n")
 
 
 def rank_errors(trial) -> List[str]:

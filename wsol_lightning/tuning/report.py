@@ -10,15 +10,14 @@ a note, never an error.
 
 from __future__ import annotations
 
-import math
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from wsol_lightning.tuning.study import OVER_BUDGET_KEY
+from wsol_lightning.tuning.study import OVER_BUDGET_KEY, is_journal, redact, retried_numbers
 
 
 def _fmt(value: Any) -> str:
@@ -68,13 +67,12 @@ def classic_summary(study: optuna.Study) -> List[str]:
     finished = [t for t in trials if t.state.is_finished()]
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    from wsol_lightning.tuning.study import retried_numbers
-
     retried = retried_numbers(trials)
     failed = sum(t.state == TrialState.FAIL for t in finished)
     lines = [f"Number of finished trials: {len(finished)}",
              f"  pruned: {len(pruned)}  complete: {len(complete)}  failed: {failed}"
-             + (f" ({len(retried)} of them re-queued after their worker died, counted once)" if retried else "")]
+             + (f" ({len(retried)} of them re-queued after their worker died or was interrupted, counted once)"
+                if retried else "")]
     if not complete:
         lines.append("No completed trial: no best value yet.")
         return lines
@@ -166,6 +164,19 @@ def _figure_of(axes: Any):
     return first.figure
 
 
-def finite(value: Optional[float]) -> bool:
-    """Whether ``value`` is a finite float."""
-    return value is not None and math.isfinite(value)
+def print_summary(study: optuna.Study, storage_url: str, plots_dir: Optional[Path], elapsed: float) -> None:
+    """What tune.py prints when its study has its trials: totals, summary, table, best trial, plots, dashboard."""
+    print(f"\nfinished in {elapsed:.0f} s; {epochs_trained(study)} epochs trained in the study")
+    print("\n".join(classic_summary(study)))
+    print("\n".join(summary_table(study)))
+    if any(t.state == TrialState.COMPLETE for t in visible_trials(study)):
+        best = study.best_trial
+        if "bg_grid_size" in best.params:
+            print(f"best bg_grid_size: {best.params['bg_grid_size']:.4f} (val/localization {best.value:.2f}, "
+                  f"trial {best.number})")
+        if "config" in best.user_attrs:
+            print(f"reproduce the best trial: python scripts/fit.py --config {best.user_attrs['config']}")
+    if plots_dir is not None:
+        for name, path in save_plots(study, plots_dir).items():
+            print(f"plot {name}: {path}")
+    print(f"dashboard: optuna-dashboard {storage_url if is_journal(storage_url) else redact(storage_url)}")

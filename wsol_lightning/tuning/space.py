@@ -36,11 +36,6 @@ NOT_SEARCHABLE = {"model.num_classes"}
 TYPES = ("float", "int", "categorical")
 
 
-def _signature_names(cls: type) -> List[str]:
-    return [p.name for p in inspect.signature(cls.__init__).parameters.values()
-            if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
-
-
 def known_arguments() -> Dict[str, Any]:
     """``{"model.lr": default, "data.batch_size": default, ...}`` from the two signatures."""
     from wsol_lightning.data.datamodule import WSOLDataModule
@@ -189,8 +184,15 @@ class SearchSpace:
         raise WSOLInputError(f"--enqueue {key}: not in the search space ({', '.join(p.key for p in self.parameters)})")
 
     def suggest(self, trial) -> Dict[str, Any]:
-        """``{full name: value}`` drawn for ``trial``."""
-        return {param.name: param.suggest(trial) for param in self.parameters}
+        """``{full name: value}`` drawn for ``trial``.
+
+        The values are read back from ``trial.params``: a ``TorchDistributedTrial``'s
+        ``suggest_float`` returns a float32, its ``params`` the exact values.
+        """
+        for param in self.parameters:
+            param.suggest(trial)
+        params = trial.params
+        return {param.name: params[param.key] for param in self.parameters}
 
     def fixed_args(self) -> List[str]:
         """The ``fixed`` section as CLI arguments."""
@@ -259,7 +261,6 @@ def parse_search_space(data: Any, where: str) -> SearchSpace:
             raise WSOLInputError(f"{where}: {name}: both fixed and searched")
         seen[param.name] = name
         parameters.append(param)
-    keys = [p.key for p in parameters]
     return SearchSpace(parameters=parameters, fixed=fixed, source=where)
 
 

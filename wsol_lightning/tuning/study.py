@@ -36,6 +36,8 @@ PRUNERS = ("median", "none", "percentile", "successive_halving", "hyperband")
 HEARTBEAT_INTERVAL = 10
 #: Seconds without heartbeat after which a running trial is failed and re-queued.
 GRACE_PERIOD = 60
+#: Seconds an SQLite writer waits for the file's lock before "database is locked".
+SQLITE_BUSY_TIMEOUT = 60
 #: System attribute of a trial abandoned because two workers started the last budgeted trial at once.
 OVER_BUDGET_KEY = "wsol:over_budget"
 
@@ -101,6 +103,10 @@ def open_storage(url: str, heartbeat_interval: Optional[int] = HEARTBEAT_INTERVA
         engine_kwargs: Dict[str, Any] = {}
         if url.startswith(("postgresql", "mysql")):
             engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+        elif url.startswith("sqlite"):
+            # Workers (--workers N) and their heartbeat threads write to one file: a writer that finds it
+            # locked waits up to SQLITE_BUSY_TIMEOUT s for the lock (sqlite3's default: 5 s).
+            engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}}
         import warnings
 
         with warnings.catch_warnings():
@@ -217,10 +223,6 @@ class Budget:
     done: int
     running: int
     waiting: int
-
-    def remaining(self, n_trials: int) -> int:
-        """Trials still to start."""
-        return max(0, n_trials - self.counted)
 
 
 def retried_numbers(trials: List[FrozenTrial]) -> set:
