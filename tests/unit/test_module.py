@@ -84,3 +84,23 @@ def test_diverging_loss_raises_a_named_error():
     batch = {"image": torch.randn(2, 3, 64, 64), "label": torch.tensor([0, 1])}
     with pytest.raises(NonFiniteLossError, match=r"training loss is nan at epoch 0.*lower --model.lr"):
         module.training_step(batch, 0)
+
+
+def test_deferred_loss_check_reports_the_first_bad_step_at_the_next_check():
+    """On CUDA the host reads finiteness every log_every_n_steps steps (no stall per step); forced here on CPU."""
+    from types import SimpleNamespace
+
+    module = WSOLModule(num_classes=3, wsol_method="base")
+    module.defer_loss_check = True
+    module.trainer = SimpleNamespace(global_step=0, current_epoch=2, log_every_n_steps=3)
+    module._watch_loss(torch.tensor(1.0))                   # step 0
+    module.trainer.global_step = 1
+    module._watch_loss(torch.tensor(math.inf))              # step 1: recorded on the device, not read yet
+    module.trainer.global_step = 2
+    with pytest.raises(NonFiniteLossError, match=r"training loss is inf at epoch 2, step 1 \(diverged\)"):
+        module._watch_loss(torch.tensor(math.nan))          # step 2: the third step reads it
+    module._first_bad_loss = None
+    module.trainer.global_step = 3
+    module._watch_loss(torch.tensor(math.nan))              # step 3: recorded...
+    with pytest.raises(NonFiniteLossError, match=r"training loss is nan at epoch 2, step 3 "):
+        module.on_train_epoch_end()                         # ...and read at the epoch's end
