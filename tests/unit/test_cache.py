@@ -2,6 +2,7 @@
 the data module's cache modes, budget and worker rule."""
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -56,12 +57,16 @@ def test_concurrent_builders_decode_once_and_readers_never_see_a_partial_file(tm
     def counting(path, size):
         assert not target.exists()  # while building, the final name does not exist yet
         calls.append(path)
+        if len(calls) == 1:
+            time.sleep(0.3)  # the other builders reach the lock meanwhile
         return real(path, size)
 
     monkeypatch.setattr(cache_module, "decode_resized", counting)
     results, errors = [], []
+    start = threading.Barrier(4)
 
     def build():
+        start.wait()
         try:
             results.append(ensure_decoded(target, paths, 12, threads=1).open().copy())
         except Exception as error:  # pragma: no cover - reported below
