@@ -83,6 +83,7 @@ def test_undecoded_uint8_batches_are_refused_with_the_fix():
         module.training_step(batch, 0)
 
 
+@pytest.mark.slow
 def test_lightning_bf16_mixed_fit_and_validate_with_channels_last(tmp_path):
     from lightning.pytorch import Trainer
 

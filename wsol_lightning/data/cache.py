@@ -182,7 +182,7 @@ def ensure_decoded(target: Path, image_paths: Sequence[str], size: int, threads:
 def _build(target: Path, image_paths: Sequence[str], size: int, threads: int, label: str) -> None:
     shape = (len(image_paths), size, size, 3)
     print(f"decoded-image cache: decoding {len(image_paths)} images of {label or target.stem} at {size} px once, "
-          f"into {target} ({decoded_nbytes(len(image_paths), size) / 2**30:.2f} GiB)", file=sys.stderr, flush=True)
+          f"into {target} ({decoded_nbytes(len(image_paths), size) / 1e6:.0f} MB)", file=sys.stderr, flush=True)
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         pixels = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)

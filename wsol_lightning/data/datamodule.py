@@ -32,11 +32,11 @@ the folder is not writable, saying so in one line; ``on`` always caches (an
 unwritable folder or a full disk is an error); ``off`` always streams.
 Where it stops paying: the cache costs one decode pass up front (what the first
 epoch would do anyway) and ``N x S x S x 3`` bytes: CUB is 5994 x 256^2 x 3 = 1.2 GB
-for train plus 0.9 GB for test at 224, the default synthetic data 28 MB; it pays
+for train plus 0.9 GB for test at 224, the default synthetic data 25 MB; it pays
 from the second epoch or trial on. ILSVRC's train split is 1.28M x 256^2 x 3 =
 252 GB (235 GiB): larger than half the RAM of most machines, so it streams (give
-it ``--data.num_workers`` and cores, or a GPU decoder), while its val/test splits
-(50k x 224^2 x 3 = 7.5 GB) are cached. A cache bigger than RAM would turn every
+it ``--data.num_workers`` and cores, or a GPU decoder), while its test split
+(50k x 224^2 x 3 = 7.5 GB) and val split are cached. A cache bigger than RAM would turn every
 read into a random disk read, which is why the budget is RAM, not disk.
 
 Workers (``--data.num_workers auto``): 0 on CPU (decoding the default 64 px PNGs
