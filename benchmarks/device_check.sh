@@ -95,7 +95,7 @@ if [ $MODE = gpu ]; then
     DEVICE=cuda; ACCEL=gpu; BACKBONES="resnet50 vgg16"; STALL_BACKBONE=resnet50
     DATA="--num-train 2400 --num-val 400 --num-test 40"   # CUB's train:val ratio (6:1)
     SIZES="--image-size 224 --resize-size 256 --batch-size 32"
-    PREC_STEPS=25; STALL_STEPS=40; PREC_LIMIT=70; STALL_LIMIT=100
+    PREC_STEPS=25; STALL_STEPS=40; PREC_LIMIT=70; STALL_LIMIT=110; REPEATS=2
     TRIALS=8; WORKERS_A=1; WORKERS_B=4; STUDY_LIMIT_A=130; STUDY_LIMIT_B=90
     TRIAL_ARGS="--trainer.max_epochs 4 --trainer.limit_train_batches 20 --trainer.limit_val_batches 4 \
 --trainer.benchmark true --data.batch_size 32"
@@ -104,14 +104,14 @@ else
     DEVICE=cpu; ACCEL=cpu; BACKBONES="small"; STALL_BACKBONE=small
     DATA="--num-train 24 --num-val 8 --num-test 8"
     SIZES="--image-size 64 --resize-size 72 --batch-size 8"
-    PREC_STEPS=2; STALL_STEPS=2; PREC_LIMIT=120; STALL_LIMIT=180
+    PREC_STEPS=2; STALL_STEPS=2; PREC_LIMIT=120; STALL_LIMIT=180; REPEATS=1
     TRIALS=2; WORKERS_A=1; WORKERS_B=2; STUDY_LIMIT_A=240; STUDY_LIMIT_B=240
     TRIAL_ARGS="--trainer.max_epochs 1 --trainer.limit_train_batches 2 --trainer.limit_val_batches 1 \
 --data.batch_size 8"
     STUDY_BACKBONE=small; STUDY_PRECISION=32
     FIT_SIZES="--data.resize_size 72 --data.crop_size 64 --data.eval_size 64"
 fi
-BENCH="$PY benchmarks/bench_throughput.py --device $DEVICE --data-root $WORK/data $DATA $SIZES"
+BENCH="$PY benchmarks/bench_throughput.py --device $DEVICE --data-root $WORK/data $DATA $SIZES --repeats $REPEATS"
 
 # -------------------------------------------------------------------- 0. data
 step data 90 $BENCH --parts none --cache on
