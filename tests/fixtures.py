@@ -8,7 +8,7 @@ that exists is used, so the tests find them from any worktree.
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-_CANDIDATES = [ROOT / "shared", ROOT.parent / "shared", Path("/work/shared")]
+_CANDIDATES = [ROOT / "shared", ROOT.parent / "shared"]
 
 #: ``.../fixtures/wsolevaluation`` with ``metadata/`` and ``masks/``.
 WSOLEVAL_FIXTURES = next((c / "fixtures" / "wsolevaluation" for c in _CANDIDATES

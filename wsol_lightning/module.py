@@ -16,6 +16,17 @@ are logged once per epoch under stable names (users monitor them):
 ``{stage}/PxAP`` on mask datasets, and ``{stage}/localization`` =
 MaxBoxAccV2 on box datasets, PxAP on mask-only datasets.
 
+Mixed precision (``--trainer.precision bf16-mixed``, or ``16-mixed`` on a GPU) runs the
+network under autocast for every method and backbone; CAMs are computed in float32
+and turned into score maps with autocast off, so score maps and metrics are float32
+whatever the precision. ``--model.channels_last`` (``auto``: on when training on a
+CUDA device, off on CPU) puts weights and input batches in channels-last memory
+format, the layout in which cuDNN's half-precision convolutions run fastest.
+
+Training batches may arrive as uint8 ``[B, H, W, 3]`` from the data module's
+loader; its ``on_after_batch_transfer`` crops, flips and normalizes them on the
+device before :meth:`WSOLModule.training_step` sees them.
+
 Method hyperparameters (``bg_grid_size``, ``has_drop_rate``, ...) are keyword
 arguments of the module, so they are ``--model.<name>`` flags, part of
 ``hparams`` and of every checkpoint. Their list is generated from the method
@@ -26,7 +37,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Dict, Literal, Optional, Tuple, get_args
+from typing import Any, Dict, Literal, Optional, Tuple, Union, get_args
 
 import torch
 from lightning.pytorch import LightningModule
@@ -37,12 +48,14 @@ from wsol_lightning.errors import WSOLInputError
 from wsol_lightning.metrics.localization import BoxLocalization, MaskLocalization
 from wsol_lightning.models.backbones import BACKBONE_NAMES, build_backbone
 from wsol_lightning.models.methods.base import WSOLMethod
+from wsol_lightning.models.methods.common import autocast_off
 from wsol_lightning.models.methods.registry import METHODS, all_hyperparameters, get_method
 from wsol_lightning.models.scoremaps import cams_to_scoremaps
 
 BackboneName = Literal[BACKBONE_NAMES]  # type: ignore[valid-type]
 MethodName = Literal[tuple(METHODS)]  # type: ignore[valid-type]
 LRSchedule = Literal["step", "cosine"]
+ChannelsLast = Union[bool, Literal["auto"]]
 
 #: The metric every run monitors and every trial reports.
 MONITOR = "val/localization"
@@ -70,6 +83,9 @@ class WSOLModule(LightningModule):
         lr_schedule: ``"step"`` (x0.1 every ``lr_decay_frequency`` epochs, wsolevaluation's) or
             ``"cosine"`` (per optimizer step, from ``lr`` to 0 at the run's last step).
         cam_curve_interval: spacing of the CAM thresholds of the box/mask metrics.
+        channels_last: channels-last memory format for weights and inputs; ``"auto"``
+            (default): on when the trainer runs on a CUDA device (cuDNN's fastest layout
+            for bf16/fp16 convolutions), off on CPU.
         **method_hparams: the methods' knobs (``bg_grid_size``, ``has_drop_rate``,
             ...); only those of ``wsol_method`` act, all are recorded.
     """
@@ -88,6 +104,7 @@ class WSOLModule(LightningModule):
         lr_decay_frequency: int = 30,
         lr_schedule: LRSchedule = "cosine",
         cam_curve_interval: float = 0.01,
+        channels_last: ChannelsLast = "auto",
         **method_hparams: Any,
     ) -> None:
         super().__init__()
@@ -101,6 +118,8 @@ class WSOLModule(LightningModule):
         if lr_schedule not in get_args(LRSchedule):
             choices = ", ".join(repr(choice) for choice in get_args(LRSchedule))
             raise WSOLInputError(f"--model.lr_schedule: {lr_schedule!r} is not one of {choices}")
+        if not (isinstance(channels_last, bool) or channels_last == "auto"):
+            raise WSOLInputError(f"--model.channels_last={channels_last!r} must be true, false or auto")
         known = all_hyperparameters()
         unknown = sorted(set(method_hparams) - set(known))
         if unknown:
@@ -114,7 +133,7 @@ class WSOLModule(LightningModule):
             "pretrained": pretrained, "pretrained_path": pretrained_path, "lr": lr,
             "lr_classifier_ratio": lr_classifier_ratio, "momentum": momentum, "weight_decay": weight_decay,
             "lr_decay_frequency": lr_decay_frequency, "lr_schedule": lr_schedule,
-            "cam_curve_interval": cam_curve_interval, **values})
+            "cam_curve_interval": cam_curve_interval, "channels_last": channels_last, **values})
 
         method_cls = get_method(wsol_method)
         if backbone in method_cls.unsupported_backbones:
@@ -137,6 +156,11 @@ class WSOLModule(LightningModule):
         self.best_cam_threshold: Optional[float] = None
         #: The same per stage ("val", "test"), for figures of either split (predict.py).
         self.best_cam_thresholds: Dict[str, float] = {}
+        #: Memory format of weights and inputs (set in :meth:`setup`).
+        self.memory_format = torch.contiguous_format
+        #: Read the loss's finiteness on the host only every few steps (default: on CUDA devices); see _watch_loss.
+        self.defer_loss_check: Optional[bool] = None
+        self._first_bad_loss: Optional[torch.Tensor] = None
 
     def _record_hyperparameters(self, values: Dict[str, Any]) -> None:
         """``save_hyperparameters`` with an explicit dict, called outside ``__init__``.
@@ -154,23 +178,74 @@ class WSOLModule(LightningModule):
             if token is not None:
                 _given_hyperparameters.reset(token)
 
+    # ------------------------------------------------------------------- layout
+    def setup(self, stage: str) -> None:
+        """Switch weights to channels-last when ``channels_last`` asks for it (``auto``: on CUDA)."""
+        wanted = self.hparams.channels_last
+        if wanted == "auto":
+            wanted = self._trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        if wanted:
+            self.method.to(memory_format=torch.channels_last)
+            self.memory_format = torch.channels_last
+
+    def model_input(self, images: torch.Tensor) -> torch.Tensor:
+        """``images`` in the network's memory format; refuses undecoded uint8 batches in one line."""
+        if images.dtype == torch.uint8:
+            raise TypeError("the batch's images are uint8 [B, H, W, 3]: train with datamodule=WSOLDataModule(...) "
+                            "so its on_after_batch_transfer crops and normalizes them on the device")
+        return images.contiguous(memory_format=self.memory_format)
+
     # ----------------------------------------------------------------- training
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits of a batch of images."""
-        return self.method(images)["logits"]
+        return self.method(self.model_input(images))["logits"]
 
     def training_step(self, batch: Dict[str, Any], batch_idx: int) -> torch.Tensor:  # noqa: D102
-        training_batch = self.method.augment(batch["image"], batch["label"])
-        outputs = self.method(training_batch.images, training_batch.labels)
+        training_batch = self.method.augment(self.model_input(batch["image"]), batch["label"])
+        outputs = self.method(self.model_input(training_batch.images), training_batch.labels)
         loss = self.method.loss(outputs, training_batch)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step} "
-                f"(diverged): lower --model.lr (now {self.hparams.lr})")
+        self._watch_loss(loss)
         accuracy = (outputs["logits"].argmax(1) == batch["label"]).float().mean() * 100
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["label"]))
         self.log("train/top1", accuracy, on_step=False, on_epoch=True, batch_size=len(batch["label"]))
         return loss
+
+    def _watch_loss(self, loss: torch.Tensor) -> None:
+        """Raise :class:`NonFiniteLossError` once a training loss is NaN or infinite.
+
+        Reading a device value on the host waits for the device to finish: done every
+        step, it would stall a GPU's queue between steps. So on CUDA (``defer_loss_check``)
+        the first non-finite step and loss are recorded on the device, and the host reads
+        them every ``log_every_n_steps`` steps (when Lightning reads the logged loss anyway)
+        and at the epoch's end; on CPU every step is checked at once.
+        """
+        value = loss.detach().float()
+        defer = value.device.type == "cuda" if self.defer_loss_check is None else self.defer_loss_check
+        if not defer:
+            if not torch.isfinite(value):
+                self._raise_non_finite(float(value), self.global_step)
+            return
+        if self._first_bad_loss is None or self._first_bad_loss.device != value.device:
+            self._first_bad_loss = torch.full((2,), math.nan, device=value.device)
+        step = torch.full((), float(self.global_step), device=value.device)
+        first = ~torch.isfinite(value) & torch.isnan(self._first_bad_loss[0])
+        self._first_bad_loss = torch.where(first, torch.stack([step, value]), self._first_bad_loss)
+        interval = self.trainer.log_every_n_steps if self._trainer is not None else 1
+        if (self.global_step + 1) % max(1, interval) == 0:
+            self._check_deferred_loss()
+
+    def _check_deferred_loss(self) -> None:
+        if self._first_bad_loss is not None:
+            step, value = self._first_bad_loss.tolist()
+            if not math.isnan(step):
+                self._raise_non_finite(value, int(step))
+
+    def _raise_non_finite(self, value: float, step: int) -> None:
+        raise NonFiniteLossError(f"training loss is {value} at epoch {self.current_epoch}, step {step} "
+                                 f"(diverged): lower --model.lr (now {self.hparams.lr})")
+
+    def on_train_epoch_end(self) -> None:  # noqa: D102
+        self._check_deferred_loss()
 
     def configure_optimizers(self):  # noqa: D102
         prefixes = self.method.new_layer_prefixes()
@@ -191,10 +266,16 @@ class WSOLModule(LightningModule):
 
     # --------------------------------------------------------------- evaluation
     def scoremaps(self, images: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Logits and 224x224 score maps of the given classes for a batch."""
+        """Logits and 224x224 float32 score maps of the given classes for a batch.
+
+        The CAMs are cast to float32 and resized with autocast off, so under mixed
+        precision the metrics see the same kind of maps as in a float32 run.
+        """
+        images = self.model_input(images)
         outputs = self.method(images)
-        cams = self.method.cams(images, labels, outputs)
-        return outputs["logits"], cams_to_scoremaps(cams)
+        cams = self.method.cams(images, labels, outputs).float()
+        with autocast_off(cams):
+            return outputs["logits"], cams_to_scoremaps(cams)
 
     def _evaluation_step(self, batch: Dict[str, Any], stage: str) -> Dict[str, torch.Tensor]:
         labels = batch["label"]

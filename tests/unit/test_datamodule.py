@@ -42,6 +42,8 @@ def test_synthetic_batches(data_root):
 
     batch = next(iter(module.train_dataloader()))
     assert set(batch) == {"image", "label"}
+    assert batch["image"].shape == (8, 72, 72, 3) and batch["image"].dtype == torch.uint8  # resized, not cropped
+    batch = module.on_after_batch_transfer(batch, 0)  # crop, flip, normalize on the device
     assert batch["image"].shape == (8, 3, 64, 64) and batch["image"].dtype == torch.float32
     assert batch["label"].dtype == torch.int64 and batch["label"].max() < 5
     assert abs(float(batch["image"].mean())) < 0.5  # normalized with the data's own statistics
@@ -77,7 +79,7 @@ def test_workers_are_persistent(data_root):
     module.prepare_data()
     loader = module.train_dataloader()
     assert loader.persistent_workers and loader.num_workers == 1
-    assert next(iter(loader))["image"].shape == (8, 3, 64, 64)
+    assert next(iter(loader))["image"].shape == (8, 72, 72, 3)
 
 
 def _write_cub(root: Path):
@@ -104,7 +106,7 @@ def test_real_layout_pads_boxes_and_uses_imagenet_statistics(tmp_path):
     assert module.num_classes == 7
     assert module.normalization[0] == (0.485, 0.456, 0.406) and not module.has_masks
     module.setup("fit")
-    assert next(iter(module.train_dataloader()))["image"].shape == (3, 3, 32, 32)
+    assert module.on_after_batch_transfer(next(iter(module.train_dataloader())), 0)["image"].shape == (3, 3, 32, 32)
     batch = next(iter(module.val_dataloader()))
     assert "gt_mask" not in batch
     assert batch["gt_boxes"].shape == (3, 2, 4)

@@ -7,13 +7,15 @@ import pytest
 import torch
 from PIL import Image
 
+from torchvision import transforms
+
 from tests.fixtures import WSOLEVAL_FIXTURES
-from wsol_lightning.data.datasets import (IMAGENET_MEAN, IMAGENET_STD, WSOLDataset, collate, eval_transform,
-                                          train_transform)
+from wsol_lightning.data.datasets import IMAGENET_MEAN, IMAGENET_STD, WSOLDataset, collate
 from wsol_lightning.data.metadata import load_metadata
 from wsol_lightning.errors import WSOLInputError
 
 FIXTURES = WSOLEVAL_FIXTURES
+IMAGENET = (IMAGENET_MEAN, IMAGENET_STD)
 OPENIMAGES_IDS = ["val/0bt_c3/3a29f0b33894d4a6.jpg", "val/0bt_c3/1cd9ac0169ec7df0.jpg", "val/0by6g/490365f63135f3e0.jpg"]
 
 
@@ -40,36 +42,42 @@ def _box_split(tmp_path, split="val"):
     return load_metadata(tmp_path / "metadata", "CUB", split)
 
 
-def test_train_items(tmp_path):
+def test_train_items_are_resized_uint8_pixels(tmp_path):
     metadata = _box_split(tmp_path, "train")
-    dataset = WSOLDataset(metadata, tmp_path / "images" / "CUB", train_transform(40, 32, IMAGENET_MEAN, IMAGENET_STD))
+    dataset = WSOLDataset(metadata, tmp_path / "images" / "CUB", 40, IMAGENET)
     item = dataset[1]
     assert set(item) == {"image", "label"}
-    assert item["image"].dtype == torch.float32 and item["image"].shape == (3, 32, 32)
+    assert item["image"].dtype == torch.uint8 and item["image"].shape == (40, 40, 3)
+    expected = transforms.Resize((40, 40))(Image.open(tmp_path / "images" / "CUB" / "a" / "2.jpg").convert("RGB"))
+    assert np.array_equal(item["image"].numpy(), np.asarray(expected))
     assert item["label"].dtype == torch.int64 and int(item["label"]) == 1
 
 
-def test_eval_items_have_ids_and_boxes_at_224(tmp_path):
+def test_eval_items_are_torchvisions_eval_transform_with_ids_and_boxes_at_224(tmp_path):
     metadata = _box_split(tmp_path)
-    dataset = WSOLDataset(metadata, tmp_path / "images" / "CUB", eval_transform(48, IMAGENET_MEAN, IMAGENET_STD))
+    dataset = WSOLDataset(metadata, tmp_path / "images" / "CUB", 48, IMAGENET)
     item = dataset[1]
     assert set(item) == {"image", "label", "image_id", "gt_boxes"}
     assert item["image"].shape == (3, 48, 48) and item["image_id"] == "a/2.jpg"
+    reference = transforms.Compose([transforms.Resize((48, 48)), transforms.ToTensor(),
+                                    transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    assert torch.equal(item["image"], reference(Image.open(tmp_path / "images" / "CUB" / "a" / "2.jpg").convert("RGB")))
+    assert item["image"].is_contiguous()
     assert item["gt_boxes"].dtype == torch.int64
     assert item["gt_boxes"].tolist() == [[0, 0, 224, 224], [22, 11, 89, 56]]
 
 
-def test_eval_transform_normalizes(tmp_path):
-    path = tmp_path / "grey.png"
-    Image.new("RGB", (30, 20), (128, 128, 128)).save(path)
-    image = eval_transform(16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))(Image.open(path).convert("RGB"))
+def test_eval_items_are_normalized_with_the_given_statistics(tmp_path):
+    metadata = _box_split(tmp_path)
+    Image.new("RGB", (100, 80), (128, 128, 128)).save(tmp_path / "images" / "CUB" / "a" / "1.jpg")
+    image = WSOLDataset(metadata, tmp_path / "images" / "CUB", 16, ((0.5,) * 3, (0.25,) * 3))[0]["image"]
     assert image.shape == (3, 16, 16)
     assert torch.allclose(image, torch.full_like(image, (128 / 255 - 0.5) / 0.25), atol=1e-5)
 
 
 def test_collate_pads_boxes_with_minus_one(tmp_path):
     metadata = _box_split(tmp_path)
-    dataset = WSOLDataset(metadata, tmp_path / "images" / "CUB", eval_transform(32, IMAGENET_MEAN, IMAGENET_STD))
+    dataset = WSOLDataset(metadata, tmp_path / "images" / "CUB", 32, IMAGENET)
     batch = collate([dataset[0], dataset[1], dataset[2]])
     assert batch["image"].shape == (3, 3, 32, 32) and batch["label"].tolist() == [0, 1, 2]
     assert batch["image_id"] == ["a/1.jpg", "a/2.jpg", "b/3.jpg"]
@@ -91,7 +99,7 @@ def test_mask_items_from_real_openimages_masks(tmp_path):
     for index, image_id in enumerate(OPENIMAGES_IDS):
         _write_image(tmp_path / "images" / "OpenImages" / image_id, (90, 70), index)
     metadata = load_metadata(tmp_path / "metadata", "OpenImages", "val")
-    dataset = WSOLDataset(metadata, tmp_path / "images" / "OpenImages", eval_transform(32, IMAGENET_MEAN, IMAGENET_STD),
+    dataset = WSOLDataset(metadata, tmp_path / "images" / "OpenImages", 32, IMAGENET,
                           mask_dir=FIXTURES / "masks" / "OpenImages")
     item = dataset[0]  # two instance masks
     assert set(item) == {"image", "label", "image_id", "gt_mask"}
@@ -101,12 +109,12 @@ def test_mask_items_from_real_openimages_masks(tmp_path):
     batch = collate([dataset[0], dataset[1]])
     assert batch["gt_mask"].shape == (2, 224, 224) and "gt_boxes" not in batch
     with pytest.raises(WSOLInputError, match="mask folder"):
-        WSOLDataset(metadata, tmp_path, eval_transform(32, IMAGENET_MEAN, IMAGENET_STD))
+        WSOLDataset(metadata, tmp_path, 32, IMAGENET)
 
 
 def test_missing_or_unreadable_image_names_the_path(tmp_path):
     metadata = _box_split(tmp_path)
-    dataset = WSOLDataset(metadata, tmp_path / "images" / "CUB", eval_transform(32, IMAGENET_MEAN, IMAGENET_STD))
+    dataset = WSOLDataset(metadata, tmp_path / "images" / "CUB", 32, IMAGENET)
     missing = tmp_path / "images" / "CUB" / "a" / "1.jpg"
     missing.unlink()
     with pytest.raises(WSOLInputError) as info:

@@ -10,9 +10,10 @@ import torch.nn.functional as F
 
 from tests.one_line import one_line_error
 from wsol_lightning.models.backbones import build_backbone
-from wsol_lightning.models.methods.acol import ACoL, normalize_per_map
+from wsol_lightning.models.methods.acol import ACoL
 from wsol_lightning.models.methods.adl import ADL, ADLMethod
-from wsol_lightning.models.methods.base import TrainingBatch, mixed_cross_entropy
+from wsol_lightning.models.methods.base import TrainingBatch
+from wsol_lightning.models.methods.common import mixed_cross_entropy, normalize_per_map
 from wsol_lightning.models.methods.cutmix import CutMix, cutmix
 from wsol_lightning.models.methods.registry import METHODS, all_hyperparameters, get_method
 from wsol_lightning.models.methods.spg import SPG, guidance_mask, masked_bce

@@ -11,7 +11,8 @@ from wsol_lightning.module import NonFiniteLossError, WSOLModule
 
 
 def test_new_layers_train_at_lr_times_ratio():
-    module = WSOLModule(num_classes=3, backbone="vgg16", wsol_method="base", lr=0.01, lr_classifier_ratio=10)
+    module = WSOLModule(num_classes=3, backbone="vgg16", wsol_method="base", lr=0.01, lr_classifier_ratio=10,
+                        lr_schedule="step")
     optimizer = module.configure_optimizers()["optimizer"]
     by_lr = {group["lr"]: {id(p) for p in group["params"]} for group in optimizer.param_groups}
     assert set(by_lr) == {0.01, 0.1}
@@ -22,7 +23,7 @@ def test_new_layers_train_at_lr_times_ratio():
 
 
 def test_lr_steps_down_every_decay_frequency():
-    module = WSOLModule(num_classes=3, lr=0.1, lr_classifier_ratio=1.0, lr_decay_frequency=2)
+    module = WSOLModule(num_classes=3, lr=0.1, lr_classifier_ratio=1.0, lr_decay_frequency=2, lr_schedule="step")
     config = module.configure_optimizers()
     scheduler = config["lr_scheduler"]["scheduler"]
     lrs = []
@@ -85,3 +86,23 @@ def test_diverging_loss_raises_a_named_error():
     batch = {"image": torch.randn(2, 3, 64, 64), "label": torch.tensor([0, 1])}
     with pytest.raises(NonFiniteLossError, match=r"training loss is nan at epoch 0.*lower --model.lr"):
         module.training_step(batch, 0)
+
+
+def test_deferred_loss_check_reports_the_first_bad_step_at_the_next_check():
+    """On CUDA the host reads finiteness every log_every_n_steps steps (no stall per step); forced here on CPU."""
+    from types import SimpleNamespace
+
+    module = WSOLModule(num_classes=3, wsol_method="base")
+    module.defer_loss_check = True
+    module.trainer = SimpleNamespace(global_step=0, current_epoch=2, log_every_n_steps=3)
+    module._watch_loss(torch.tensor(1.0))                   # step 0
+    module.trainer.global_step = 1
+    module._watch_loss(torch.tensor(math.inf))              # step 1: recorded on the device, not read yet
+    module.trainer.global_step = 2
+    with pytest.raises(NonFiniteLossError, match=r"training loss is inf at epoch 2, step 1 \(diverged\)"):
+        module._watch_loss(torch.tensor(math.nan))          # step 2: the third step reads it
+    module._first_bad_loss = None
+    module.trainer.global_step = 3
+    module._watch_loss(torch.tensor(math.nan))              # step 3: recorded...
+    with pytest.raises(NonFiniteLossError, match=r"training loss is nan at epoch 2, step 3 "):
+        module.on_train_epoch_end()                         # ...and read at the epoch's end

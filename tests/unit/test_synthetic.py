@@ -65,20 +65,23 @@ def test_boxes_are_inside_and_masks_agree_with_boxes(root):
         ys, xs = np.nonzero(mask)
         assert (xs.min(), ys.min(), xs.max(), ys.max()) == box
         widths.append(max(x1 - x0 + 1, y1 - y0 + 1) / side)
-    assert 0.2 <= min(widths) and max(widths) <= 0.85 and np.std(widths) > 0.08
+    assert 0.25 <= min(widths) and max(widths) <= 0.9 and np.std(widths) > 0.08
 
 
-def test_discriminative_mark_is_small_and_inside_the_object(root):
-    """Fully saturated pixels (the class mark) exist only inside the object and cover a few % of it."""
+def test_discriminative_mark_is_small_inside_the_object_and_on_nine_in_ten(root):
+    """Fully saturated pixels (the class mark) exist only inside the object, cover a few % of it, and
+    are there on about 90 % of the objects (``mark_probability``)."""
     metadata = load_metadata(root / "metadata", "synthetic", "val")
     fractions = []
-    for image_id in metadata.image_ids[:60]:
+    for image_id in metadata.image_ids:
         image = cv2.imread(str(root / "synthetic" / image_id))
         hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)
         saturated = (hsv[..., 1] > 200) & (hsv[..., 2] > 200)
         mask = cv2.imread(str(root / "masks" / "synthetic" / metadata.mask_paths[image_id][0]), 0) > 0
-        assert saturated.any() and not (saturated & ~mask).any()
-        fractions.append(saturated.sum() / mask.sum())
+        assert not (saturated & ~mask).any()
+        if saturated.any():
+            fractions.append(saturated.sum() / mask.sum())
+    assert 0.84 < len(fractions) / len(metadata) < 0.96  # 250 draws of p = 0.9: +-3.5 standard deviations
     assert 0.02 < np.median(fractions) < 0.15
 
 
@@ -96,7 +99,7 @@ def test_a_centred_box_scores_low(root):
     half = side * np.sqrt(0.5) / 2  # centred box of half the image area
     centred = (side / 2 - half, side / 2 - half, side / 2 + half - 1, side / 2 + half - 1)
     hits = [_iou(centred, metadata.boxes[i][0]) >= 0.5 for i in metadata.image_ids]
-    assert np.mean(hits) < 0.25
+    assert np.mean(hits) < 0.35  # objects lie anywhere; a trained CAM reaches IoU 0.5 on 70-80 %
 
 
 def test_cache_is_reused_without_regenerating(root, monkeypatch):

@@ -1,29 +1,34 @@
 """Torch datasets over a validated :class:`~wsol_lightning.data.metadata.Metadata` split.
 
-Items are dicts. Training items: ``{"image": float32 [3, H, W], "label": int64}``.
-Evaluation items (``val``/``test``) add ``"image_id"`` (str), ``"gt_boxes"`` (int64
-``[K, 4]``, inclusive boxes rescaled to 224 as the benchmark does; box datasets)
-and ``"gt_mask"`` (uint8 ``[224, 224]``: 1 object, 0 background, 255 ignored;
-mask datasets). :func:`collate` batches them, padding ``gt_boxes`` to the batch's
-largest ``K`` with rows of ``-1``.
+Items are dicts. Training items: ``{"image": uint8 [R, R, 3], "label": int64}``,
+the image decoded and resized to ``resize_size`` (RGB, unnormalized): the data
+module crops, flips and normalizes whole batches on the training device (see
+:mod:`wsol_lightning.data.images`). Evaluation items (``val``/``test``):
+``"image"`` float32 ``[3, E, E]`` (resized to ``eval_size``, normalized), plus
+``"image_id"`` (str), ``"gt_boxes"`` (int64 ``[K, 4]``, inclusive boxes rescaled
+to 224 as the benchmark does; box datasets) and ``"gt_mask"`` (uint8
+``[224, 224]``: 1 object, 0 background, 255 ignored; mask datasets).
+:func:`collate` batches them, padding ``gt_boxes`` to the batch's largest ``K``
+with rows of ``-1``.
 
-Transforms follow wsolevaluation: training resizes to a square ``resize_size``,
-crops ``crop_size`` at random and flips horizontally; evaluation resizes to a
-square ``eval_size`` (no crop); both normalize with the given mean/std (ImageNet's
-for real data, the data's own for ``synthetic``).
+Pixels come from the decoded-image cache when one is given (a memory-mapped
+``[N, S, S, 3]`` file, see :mod:`wsol_lightning.data.cache`), else each image is
+decoded and resized when it is read ("streaming"); both give the same pixels.
+Normalization uses the given mean/std (ImageNet's for real data, the data's own
+for ``synthetic``).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
-from torchvision import transforms
 
+from wsol_lightning.data.cache import DecodedImages
+from wsol_lightning.data.images import decode_resized, normalize_images
 from wsol_lightning.data.metadata import Metadata
 from wsol_lightning.errors import WSOLInputError
 from wsol_lightning.metrics.geometry import SCOREMAP_SIZE
@@ -35,36 +40,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Value of padding rows in a batch's ``gt_boxes``.
 BOX_PADDING = -1
 
-
-def train_transform(resize_size: int, crop_size: int, mean: Sequence[float], std: Sequence[float]) -> Callable:
-    """Resize to ``resize_size`` square, random crop ``crop_size``, horizontal flip, normalize."""
-    return transforms.Compose([
-        transforms.Resize((resize_size, resize_size)),
-        transforms.RandomCrop(crop_size),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        transforms.Normalize(list(mean), list(std)),
-    ])
-
-
-def eval_transform(eval_size: int, mean: Sequence[float], std: Sequence[float]) -> Callable:
-    """Resize to ``eval_size`` square (no crop), normalize."""
-    return transforms.Compose([
-        transforms.Resize((eval_size, eval_size)),
-        transforms.ToTensor(),
-        transforms.Normalize(list(mean), list(std)),
-    ])
-
-
-def read_rgb(path: str) -> Image.Image:
-    """Decode an image as RGB, or raise :class:`WSOLInputError` naming the path."""
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except FileNotFoundError:
-        raise WSOLInputError(f"{path}: image file not found") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise WSOLInputError(f"{path}: image file unreadable ({error.__class__.__name__}: {error})") from None
+#: ``(mean, std)`` per RGB channel.
+Normalization = Tuple[Sequence[float], Sequence[float]]
 
 
 class WSOLDataset(Dataset):
@@ -73,39 +50,64 @@ class WSOLDataset(Dataset):
     Args:
         metadata: the validated split.
         image_dir: folder the image ids are relative to (``<data_root>/<dataset_name>``).
-        transform: PIL image -> float tensor ``[3, H, W]``.
+        image_size: side of the square images are resized to (``resize_size`` for
+            training items, ``eval_size`` for evaluation items).
+        normalization: ``(mean, std)`` applied to evaluation items.
         mask_dir: folder the mask paths are relative to (``<mask_root>/<dataset_name>``);
             required when the split has masks and ``evaluation`` is true.
-        evaluation: return ids and ground truth; default: ``split != "train"``.
+        evaluation: return normalized images, ids and ground truth; default: ``split != "train"``.
+        decoded: the split's decoded-image cache at ``image_size``; ``None``: decode when read.
     """
 
-    def __init__(self, metadata: Metadata, image_dir: os.PathLike | str, transform: Callable,
-                 mask_dir: Optional[os.PathLike | str] = None, evaluation: Optional[bool] = None) -> None:
+    def __init__(self, metadata: Metadata, image_dir: os.PathLike | str, image_size: int,
+                 normalization: Normalization, mask_dir: Optional[os.PathLike | str] = None,
+                 evaluation: Optional[bool] = None, decoded: Optional[DecodedImages] = None) -> None:
         self.metadata = metadata
         self.image_dir = str(image_dir)
-        self.transform = transform
+        self.image_size = int(image_size)
+        self.normalization = (tuple(normalization[0]), tuple(normalization[1]))
         self.evaluation = metadata.split != "train" if evaluation is None else bool(evaluation)
         self.with_boxes = self.evaluation and metadata.has_boxes
         self.with_masks = self.evaluation and metadata.has_masks
         if self.with_masks and mask_dir is None:
             raise WSOLInputError(f"{metadata.directory}: the split has masks but no mask folder was given")
+        if decoded is not None and decoded.shape != (len(metadata), self.image_size, self.image_size, 3):
+            raise ValueError(f"{decoded.path}: cache of shape {decoded.shape} does not match the split")
         self.mask_dir = None if mask_dir is None else str(mask_dir)
+        self.decoded = decoded
+        self._pixels_map: Optional[np.ndarray] = None  # opened on first read, in each process
         self.image_ids = metadata.image_ids
         self.labels = [metadata.class_labels[image_id] for image_id in self.image_ids]
 
     def __len__(self) -> int:
         return len(self.image_ids)
 
+    def __getstate__(self) -> Dict[str, Any]:
+        # Loader workers started by spawn, and DDP spawn, pickle the dataset: they map the file themselves.
+        state = dict(self.__dict__)
+        state["_pixels_map"] = None
+        return state
+
     def image_path(self, index: int) -> str:
         """Path of the ``index``-th image."""
         return os.path.join(self.image_dir, self.image_ids[index])
 
+    def pixels(self, index: int) -> np.ndarray:
+        """uint8 ``[S, S, 3]`` of the ``index``-th image resized to ``image_size`` (a copy, from the cache or decoded)."""
+        if self.decoded is None:
+            return decode_resized(self.image_path(index), self.image_size)
+        if self._pixels_map is None:
+            self._pixels_map = self.decoded.open()
+        return np.array(self._pixels_map[index])
+
     def __getitem__(self, index: int) -> Dict[str, Any]:
         image_id = self.image_ids[index]
-        image = self.transform(read_rgb(self.image_path(index)))
-        item: Dict[str, Any] = {"image": image, "label": torch.tensor(self.labels[index], dtype=torch.int64)}
+        image = torch.from_numpy(self.pixels(index))
+        item: Dict[str, Any] = {"label": torch.tensor(self.labels[index], dtype=torch.int64)}
         if not self.evaluation:
+            item["image"] = image
             return item
+        item["image"] = normalize_images(image, *self.normalization).contiguous()
         item["image_id"] = image_id
         if self.with_boxes:
             item["gt_boxes"] = torch.from_numpy(self.metadata.resized_boxes(image_id, SCOREMAP_SIZE))

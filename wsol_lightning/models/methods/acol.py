@@ -36,50 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsol_lightning.models.backbones import Backbone, InceptionV3Backbone, VGG16Backbone
-from wsol_lightning.models.methods.base import HyperParameter, TrainingBatch, WSOLMethod, mixed_cross_entropy
-
-
-def strip_cam_layer(backbone: Backbone) -> int:
-    """Remove the backbone's CAM-specific last conv (VGG ``conv6``, Inception ``head``).
-
-    wsolevaluation's ACoL and SPG networks put their own heads on conv5_3 /
-    Mixed_6e instead of the 1024-channel conv the CAM network adds. The stage
-    is replaced by an identity, so stage names (and ADL positions) stay valid.
-
-    Returns:
-        The channels of the backbone's output afterwards.
-    """
-    if isinstance(backbone, VGG16Backbone):
-        backbone.conv6 = nn.Identity()
-        backbone.out_channels = 512
-        backbone.new_layer_prefixes = ()
-    elif isinstance(backbone, InceptionV3Backbone):
-        backbone.head = nn.Identity()
-        backbone.out_channels = 768
-        backbone.new_layer_prefixes = ()
-    return backbone.out_channels
-
-
-def heads_at_classifier_lr(backbone: Backbone) -> bool:
-    """Whether a method's new heads train at ``lr * lr_classifier_ratio`` on ``backbone``.
-
-    wsolevaluation (``main.py`` ``_set_optimizer``) multiplies the learning rate
-    of every parameter outside the VGG/Inception trunk, so the ACoL/SPG heads,
-    but for ResNet50 only of ``layer4`` and ``fc``: its ACoL/SPG heads train at
-    ``lr``. The small backbone follows ResNet50 (its heads at ``lr * 10`` made
-    SPG's side branches spike to losses of 1e2-1e6 in the first epoch on the
-    default data, measured; ACoL learned more slowly).
-    """
-    return isinstance(backbone, (VGG16Backbone, InceptionV3Backbone))
-
-
-def normalize_per_map(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Min-max normalize each ``[h, w]`` map of ``[B, K, h, w]`` to [0, 1] (0 where constant)."""
-    flat = maps.flatten(2)
-    low = flat.amin(dim=2, keepdim=True)
-    high = flat.amax(dim=2, keepdim=True)
-    return ((flat - low) / (high - low).clamp_min(eps)).view_as(maps)
+from wsol_lightning.models.backbones import VGG16Backbone
+from wsol_lightning.models.methods.base import HyperParameter, TrainingBatch, WSOLMethod
+from wsol_lightning.models.methods.common import (heads_at_classifier_lr, mixed_cross_entropy, normalize_per_map,
+                                                 strip_cam_layer)
 
 
 def _classifier(in_channels: int, hidden: int, num_classes: int) -> nn.Sequential:

@@ -65,10 +65,11 @@ class ADL(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:  # noqa: D102
         if not self.training:
             return features
-        attention = features.mean(dim=1, keepdim=True)
-        use_drop = (torch.rand((), device=features.device) < self.drop_rate).to(features.dtype)
+        # The attention map in float32 also under mixed precision (the drop threshold compares it).
+        attention = features.mean(dim=1, keepdim=True, dtype=torch.float32)
+        use_drop = (torch.rand((), device=features.device) < self.drop_rate).float()
         selected = use_drop * self.drop_mask(attention) + (1 - use_drop) * torch.sigmoid(attention)
-        return features * selected
+        return features * selected.to(features.dtype)
 
     def extra_repr(self) -> str:  # noqa: D102
         return f"drop_rate={self.drop_rate}, threshold={self.threshold}"

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from wsol_lightning.errors import WSOLInputError
 from wsol_lightning.models.backbones import Backbone
+from wsol_lightning.models.methods.common import autocast_off, mixed_cross_entropy
 
 Number = Union[int, float]
 
@@ -129,17 +129,14 @@ class WSOLMethod(nn.Module):
 
     def cams(self, images: torch.Tensor, labels: torch.Tensor,
              outputs: Optional[Dict[str, torch.Tensor]] = None) -> torch.Tensor:
-        """CAMs ``[B, h, w]`` of ``labels`` at feature resolution (no ReLU, not normalized)."""
+        """CAMs ``[B, h, w]`` of ``labels`` at feature resolution (no ReLU, not normalized).
+
+        Float32 also under mixed precision: the weighted sum runs with autocast off.
+        """
         if outputs is None:
             outputs = self(images)
         features = outputs["features"]
         weights = self.fc.weight[labels]  # [B, C]
-        return torch.einsum("bc,bchw->bhw", weights, features) / features.shape[1]
+        with autocast_off(features):
+            return torch.einsum("bc,bchw->bhw", weights.float(), features.float()) / features.shape[1]
 
-
-def mixed_cross_entropy(logits: torch.Tensor, batch: TrainingBatch) -> torch.Tensor:
-    """``w * CE(labels) + (1 - w) * CE(mixed_labels)``; plain CE when unmixed."""
-    loss = F.cross_entropy(logits, batch.labels)
-    if batch.mixed_labels is not None and batch.mix_weight < 1.0:
-        loss = batch.mix_weight * loss + (1.0 - batch.mix_weight) * F.cross_entropy(logits, batch.mixed_labels)
-    return loss

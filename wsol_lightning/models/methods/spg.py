@@ -42,11 +42,11 @@ small          block3            block4              block4
 =============  ================  ==================  ==========================================
 
 The CAM-specific last conv of vgg16/inception_v3 is replaced by these layers
-(see :func:`~wsol_lightning.models.methods.acol.strip_cam_layer`). Branch
+(see :func:`~wsol_lightning.models.methods.common.strip_cam_layer`). Branch
 widths: 512 (inception_v3, vgg16), 1024 (resnet50), 128 (small). The new
 layers train at ``lr * lr_classifier_ratio`` on vgg16/inception_v3 and at
 ``lr`` on resnet50/small, as wsolevaluation groups them (see
-:func:`~wsol_lightning.models.methods.acol.heads_at_classifier_lr`).
+:func:`~wsol_lightning.models.methods.common.heads_at_classifier_lr`).
 """
 
 from __future__ import annotations
@@ -60,8 +60,9 @@ from torch import nn
 from wsol_lightning.errors import WSOLInputError
 from wsol_lightning.models.backbones import (Backbone, InceptionV3Backbone, ResNet50Backbone, SmallBackbone,
                                              VGG16Backbone)
-from wsol_lightning.models.methods.acol import heads_at_classifier_lr, normalize_per_map, strip_cam_layer
-from wsol_lightning.models.methods.base import HyperParameter, TrainingBatch, WSOLMethod, mixed_cross_entropy
+from wsol_lightning.models.methods.base import HyperParameter, TrainingBatch, WSOLMethod
+from wsol_lightning.models.methods.common import (autocast_off, heads_at_classifier_lr, mixed_cross_entropy,
+                                                 normalize_per_map, strip_cam_layer)
 
 #: Per backbone: (B1 tap, B2 tap, widths of extra conv layers on the last features,
 #: dropout before/between them, width of the B and C branches).
@@ -99,9 +100,14 @@ def guidance_mask(attention: torch.Tensor, high: float, low: float,
 
 
 def masked_bce(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean binary cross-entropy of ``logits`` against the non-ignored pixels of ``mask`` (0 if none)."""
+    """Mean binary cross-entropy of ``logits`` against the non-ignored pixels of ``mask`` (0 if none).
+
+    In float32 (also under mixed precision): the mean runs over every pixel of the batch.
+    """
     valid = mask >= 0
-    losses = F.binary_cross_entropy_with_logits(logits, mask.clamp_min(0).detach(), reduction="none")
+    with autocast_off(logits):
+        losses = F.binary_cross_entropy_with_logits(logits.float(), mask.clamp_min(0).detach().float(),
+                                                    reduction="none")
     return (losses * valid).sum() / valid.sum().clamp_min(1)
 
 
@@ -211,7 +217,7 @@ class SPG(WSOLMethod):
         index = torch.arange(len(labels), device=labels.device)
         class_map = outputs["class_maps"].detach()[index, labels].unsqueeze(1)
         attention = normalize_per_map(F.interpolate(class_map, size=size, mode="bilinear", align_corners=False))
-        b1, b2 = torch.sigmoid(up["logits_b1"].detach()), torch.sigmoid(up["logits_b2"].detach())
+        b1, b2 = torch.sigmoid(up["logits_b1"].detach().float()), torch.sigmoid(up["logits_b2"].detach().float())
         minimum = _MIN_FOREGROUND_PIXELS * size[0] * size[1] / _REFERENCE_AREA
         values = self.hparams_values
         return {
