@@ -192,8 +192,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # jsonargparse >= 4.49 renamed instantiate_classes (deprecated since) to instantiate.
     objects = getattr(parser, "instantiate", parser.instantiate_classes)(config)
     datamodule, trainer = objects.data, objects.trainer
+    _check_labels(path, model, datamodule, split)  # from the metadata, before any image is decoded
     datamodule.setup("validate" if split == "val" else "test")
-    _check_labels(path, model, datamodule, split)
     writer = ScoremapWriter(config.save_scoremaps)
     trainer.callbacks.append(writer)
 

@@ -23,7 +23,7 @@ def test_nan_loss_stops_fit_with_one_line_and_exit_status_2(tmp_path, monkeypatc
 
     monkeypatch.setattr(method, "loss", diverging_loss)
     with pytest.raises(SystemExit) as exit_info:
-        main(["--model.wsol_method", "base", "--data.data_root", str(tmp_path / "data"),
+        main(["--model.wsol_method", "base", "--model.lr", "0.02", "--data.data_root", str(tmp_path / "data"),
               "--data.synthetic_num_train", "32", "--data.synthetic_num_val", "4", "--data.synthetic_num_test", "4",
               "--data.batch_size", "16", "--trainer.max_epochs", "3", "--trainer.enable_progress_bar", "false",
               "--trainer.enable_model_summary", "false", "--run_dir", str(tmp_path / "run")])

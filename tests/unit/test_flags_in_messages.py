@@ -42,7 +42,10 @@ def _script_parser(name: str):
     def capture(parser, *args, **kwargs):
         raise _Captured(parser)
 
-    module = __import__(f"wsol_lightning.{name}", fromlist=["main"])
+    tree = ast.parse((ROOT / "scripts" / f"{name}.py").read_text())  # the module whose main the script runs
+    source = next(node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                  and any(alias.name == "main" for alias in node.names))
+    module = __import__(source, fromlist=["main"])
     main = getattr(module.main, "__wrapped__", module.main)
     with mock.patch.object(argparse.ArgumentParser, "parse_known_args", capture), \
             mock.patch.object(jsonargparse.ArgumentParser, "parse_args", capture), \

@@ -235,13 +235,16 @@ class WSOLDataModule(LightningDataModule):
             self._synthetic()
 
     def setup(self, stage: Optional[str] = None) -> None:
-        """Load and validate the metadata of the splits ``stage`` needs; check folders."""
+        """Load and validate the metadata of the splits ``stage`` needs and check folders, then build datasets.
+
+        Every split's metadata is checked before any image is decoded (a malformed line is reported
+        as such, not as the first image the decoded-image cache could not read).
+        """
         splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",),
                   None: ("train", "val", "test")}.get(stage, ("train", "val", "test"))
-        mean, std = self.normalization
+        splits = [split for split in splits if split not in self.datasets]
+        checked = {}
         for split in splits:
-            if split in self.datasets:
-                continue
             metadata = self.metadata(split)
             image_dir = self.image_dir
             if not image_dir.is_dir():
@@ -253,6 +256,9 @@ class WSOLDataModule(LightningDataModule):
                 if not mask_dir.is_dir():
                     raise WSOLInputError(f"{mask_dir}: mask folder not found (set {_flag('mask_root')}; masks are "
                                          f"read from <mask_root>/{self.dataset_name}/<mask_path>)")
+            checked[split] = (metadata, image_dir, mask_dir)
+        mean, std = self.normalization
+        for split, (metadata, image_dir, mask_dir) in checked.items():
             size = self.resize_size if split == "train" else self.eval_size
             decoded = self._decoded_images(metadata, image_dir, size)
             self.datasets[split] = WSOLDataset(metadata, image_dir, size, (mean, std), mask_dir=mask_dir,
