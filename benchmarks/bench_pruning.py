@@ -31,12 +31,16 @@ Goal (issue #5): at least 40% fewer epochs with the pruner, best value within 1 
 from __future__ import annotations
 
 import argparse
-import re
+import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
 
 import optuna
 
@@ -83,26 +87,6 @@ def arm(pruner: str, seed: int, out: Path, n_trials: int, extra) -> dict:
             "best": study.best_value, "best_params": study.best_params, "best_number": study.best_trial.number}
 
 
-def fit_metrics(args, out: Path, name: str) -> dict:
-    log = out / f"fit-{name}.log"
-    run([sys.executable, str(ROOT / "scripts" / "fit.py"), "--run_dir", str(out / f"fit-{name}"),
-         "--trainer.enable_progress_bar", "false", *args], log)
-    metrics = {}
-    for key, value in re.findall(r"^\s+((?:val|test)/\S+)\s+([-\d.]+)$", log.read_text(), re.M):
-        metrics[key] = float(value)
-    # The test split is evaluated with the best checkpoint (val/localization = val MaxBoxAccV2 on box data):
-    # report that checkpoint's val score, read from the checkpoint callback's state.
-    import torch
-
-    last = next((out / f"fit-{name}").glob("**/last.ckpt"))
-    state = torch.load(last, map_location="cpu", weights_only=False)["callbacks"]
-    for key, value in state.items():
-        if key.startswith("ModelCheckpoint") and value.get("best_model_score") is not None:
-            metrics["best/val_localization"] = float(value["best_model_score"])
-            metrics["best/epoch"] = int(re.search(r"epoch(\d+)", str(value["best_model_path"])).group(1))
-    return metrics
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-trials", type=int, default=20)
@@ -110,12 +94,16 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench-pruning")
     parser.add_argument("--skip-fit", action="store_true", help="only the tuning arms")
     parser.add_argument("--fit-only", action="store_true",
-                        help="only the fit.py runs, with the best of the first seed's median study already in --out")
+                        help="only the fit.py runs, with the median studies already in --out")
+    parser.add_argument("--sweep", default="runs/bench-sweep/results.jsonl",
+                        help="bench_sweep.py's results, to place each best bg_grid_size on the sweep's curve")
     options, extra = parser.parse_known_args()
     out = Path(options.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     if options.fit_only:
-        return compare_fits(load_arm(out, f"median-seed{options.seeds[0]}").best_params, out)
+        medians = [{"seed": seed, "best_params": load_arm(out, f"median-seed{seed}").best_params}
+                   for seed in options.seeds]
+        return compare_fits(medians, out)
 
     pairs = [(arm("median", seed, out, options.n_trials, extra), arm("none", seed, out, options.n_trials, extra))
              for seed in options.seeds]
@@ -137,29 +125,58 @@ def main() -> None:
     for median, none in pairs:
         for a in (median, none):
             print(f"best params (seed {a['seed']}, {a['pruner']}): {a['best_params']}")
+    if options.sweep and Path(options.sweep).is_file():
+        print_sweep_positions([pair[0] for pair in pairs], Path(options.sweep))
     if options.skip_fit:
         return
+    compare_fits([pair[0] for pair in pairs], out)
 
-    compare_fits(pairs[0][0]["best_params"], out)
+
+def sweep_means(results: Path) -> Dict[float, float]:
+    """Mean over seeds of the last epoch's val/localization per bg_grid_size, from bench_sweep.py's results."""
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    grid = sorted({row["bg"] for row in rows})
+    return {bg: statistics.fmean(row["curve"][-1]["val/localization"] for row in rows if row["bg"] == bg)
+            for bg in grid}
 
 
-def compare_fits(best: dict, out: Path) -> None:
-    """fit.py with its defaults, with the cosine schedule, and with ``best`` (+ cosine): val and test."""
-    cosine = ["--model.lr_schedule", "cosine"]
-    rows = [("default (bg_grid_size 0.25, lr 0.02, step schedule)", [], "default"),
-            ("default values, cosine schedule", cosine, "default-cosine"),
-            (f"tuned (bg_grid_size {best['bg_grid_size']:.3f}, lr {best['lr']:.4f}, cosine as the trials)",
-             [f"--model.bg_grid_size={best['bg_grid_size']}", f"--model.lr={best['lr']}", *cosine], "tuned")]
-    print("\nfit.py, default training (6 full epochs), best checkpoint on val:\n")
-    print("| run | val MaxBoxAccV2, best epoch (epoch) | val MaxBoxAccV2, last epoch | test MaxBoxAccV2 (best "
-          "checkpoint) | test top1_loc |")
+def print_sweep_positions(medians: List[dict], results: Path) -> None:
+    """Where each study's best bg_grid_size lies on the sweep's curve (linear between its grid points)."""
+    means = sweep_means(results)
+    grid = sorted(means)
+    top = max(means.values())
+    print(f"\nbest bg_grid_size against the sweep ({results}; sweep maximum {top:.2f} at "
+          f"{max(means, key=means.get):.1f}):")
+    for median in medians:
+        bg = median["best_params"].get("bg_grid_size")
+        if bg is None:
+            continue
+        value = float(np.interp(bg, grid, [means[g] for g in grid]))
+        print(f"  seed {median['seed']}: bg_grid_size {bg:.3f}, sweep value {value:.2f} ({value - top:+.2f} from the "
+              f"maximum; goal within 2)")
+
+
+def compare_fits(medians: List[dict], out: Path) -> None:
+    """fit.py's default run, plain CAM, and each seed's tuned values, trained as fit.py does (6 full epochs)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from fit_runs import best_epoch, last_val, run_all
+
+    jobs = [{"key": {"run": "plain CAM (--bg-grid-size 0)"}, "name": "fit-plain", "args": ["--bg-grid-size", "0"]},
+            {"key": {"run": "default (bg_grid_size 0.25, lr 0.005)"}, "name": "fit-default", "args": []}]
+    for median in medians:
+        best = median["best_params"]
+        jobs.append({"key": {"run": f"tuned, TPE seed {median['seed']} (bg_grid_size {best['bg_grid_size']:.3f}, "
+                                    f"lr {best['lr']:.4f})"},
+                     "name": f"fit-tuned-seed{median['seed']}",
+                     "args": [f"--model.bg_grid_size={best['bg_grid_size']}", f"--model.lr={best['lr']}"]})
+    rows = run_all(jobs, out / "fits", processes=2, threads=1)
+    print("\nfit.py, default training (6 full epochs, seed 0); test with the best val checkpoint:\n")
+    print("| run | val MaxBoxAccV2, best epoch (epoch) | val MaxBoxAccV2, last epoch | test MaxBoxAccV2 | test top1_loc |")
     print("|---|---|---|---|---|")
-    nan = float("nan")
-    for name, args, label in rows:
-        metrics = fit_metrics(args, out, label)
-        print(f"| {name} | {metrics.get('best/val_localization', nan):.2f} ({metrics.get('best/epoch', -1)}) | "
-              f"{metrics.get('val/MaxBoxAccV2', nan):.2f} | {metrics.get('test/MaxBoxAccV2', nan):.2f} | "
-              f"{metrics.get('test/top1_loc', nan):.2f} |")
+    for row in rows:
+        epoch = best_epoch(row)
+        print(f"| {row['run']} | {row['curve'][epoch]['val/localization']:.2f} ({epoch}) | {last_val(row):.2f} | "
+              f"{row['test']['MaxBoxAccV2']:.2f} | {row['test']['top1_loc']:.2f} |")
 
 
 if __name__ == "__main__":

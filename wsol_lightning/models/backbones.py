@@ -28,6 +28,7 @@ file of another architecture is a one-line error saying what it looks like.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Callable, ClassVar, Dict, List, Optional, Tuple
 
@@ -39,7 +40,7 @@ from torchvision.models import inception as tv_inception
 from torchvision.models import vgg as tv_vgg
 
 from wsol_lightning.errors import WSOLInputError
-from wsol_lightning.models.weights import load_state_dict_into, load_weights_file
+from wsol_lightning.models.weights import load_state_dict_into, load_weights_file, register_known_architectures
 
 BACKBONE_NAMES = ("small", "resnet50", "vgg16", "inception_v3")
 
@@ -309,3 +310,17 @@ def build_backbone(name: str, pretrained_weights: Optional[str] = None) -> Backb
         backbone.weights_report = load_pretrained(backbone, name, pretrained_weights)
         rank_zero_info(backbone.weights_report)
     return backbone
+
+
+@functools.lru_cache(maxsize=1)
+def _own_shapes() -> Tuple[Tuple[str, Dict[str, Tuple[int, ...]]], ...]:
+    """Tensor names and shapes of this package's backbones (built on the meta device), for refusals."""
+    known = []
+    with torch.device("meta"):
+        for name in BACKBONE_NAMES:
+            shapes = {k: tuple(v.shape) for k, v in build_backbone(name).state_dict().items()}
+            known.append((f"a state dict of wsol_lightning's {name} backbone", shapes))
+    return tuple(known)
+
+
+register_known_architectures(_own_shapes)

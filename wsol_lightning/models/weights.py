@@ -37,7 +37,7 @@ import pickle
 import re
 import zipfile
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -232,11 +232,19 @@ _KNOWN_TORCHVISION = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet15
                       "vit_b_16")
 
 
-@functools.lru_cache(maxsize=1)
-def _known_shapes() -> Tuple[Tuple[str, Dict[str, Tuple[int, ...]]], ...]:
-    from torchvision import models as tv_models
+#: Other architectures a refused file is compared with, registered by their modules (the backbones of
+#: this package register theirs in ``backbones.py``; this module imports none of them).
+_REGISTERED: List[Callable[[], Iterable[Tuple[str, Dict[str, Tuple[int, ...]]]]]] = []
 
-    from wsol_lightning.models.backbones import BACKBONE_NAMES, build_backbone
+
+def register_known_architectures(provider: Callable[[], Iterable[Tuple[str, Dict[str, Tuple[int, ...]]]]]) -> None:
+    """Add ``provider() -> [(label, {tensor name: shape})]`` to what :func:`describe_state_dict` compares with."""
+    _REGISTERED.append(provider)
+
+
+@functools.lru_cache(maxsize=1)
+def _torchvision_shapes() -> Tuple[Tuple[str, Dict[str, Tuple[int, ...]]], ...]:
+    from torchvision import models as tv_models
 
     known = []
     with torch.device("meta"):
@@ -244,11 +252,14 @@ def _known_shapes() -> Tuple[Tuple[str, Dict[str, Tuple[int, ...]]], ...]:
             kwargs = {"init_weights": False} if name in ("inception_v3", "googlenet") else {}
             net = getattr(tv_models, name)(weights=None, **kwargs)
             known.append((f"a {name} state dict", {k: tuple(v.shape) for k, v in net.state_dict().items()}))
-        for name in BACKBONE_NAMES:
-            backbone = build_backbone(name)
-            known.append((f"a state dict of wsol_lightning's {name} backbone",
-                          {k: tuple(v.shape) for k, v in backbone.state_dict().items()}))
     return tuple(known)
+
+
+def _known_shapes() -> List[Tuple[str, Dict[str, Tuple[int, ...]]]]:
+    known = list(_torchvision_shapes())
+    for provider in _REGISTERED:
+        known.extend(provider())
+    return known
 
 
 def describe_state_dict(source: Mapping[str, torch.Tensor], container: Any = None) -> str:

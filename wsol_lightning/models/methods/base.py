@@ -22,7 +22,7 @@ from torch import nn
 
 from wsol_lightning.errors import WSOLInputError
 from wsol_lightning.models.backbones import Backbone
-from wsol_lightning.models.methods.common import autocast_off, mixed_cross_entropy
+from wsol_lightning.models.methods.common import TrainingBatch, autocast_off, mixed_cross_entropy
 
 Number = Union[int, float]
 
@@ -50,24 +50,6 @@ class HyperParameter:
         low, high = self.valid
         if not isinstance(value, (int, float)) or not (low <= value <= high):
             raise WSOLInputError(f"--model.{name}={value} is out of range [{low}, {high}]")
-
-
-@dataclass
-class TrainingBatch:
-    """A training batch after a method's augmentation.
-
-    Attributes:
-        images: ``[B, 3, H, W]``.
-        labels: ``[B]`` class indices (the images' own labels).
-        mixed_labels: for label-mixing methods (CutMix), the second label of each image.
-        mix_weight: weight of ``labels`` in the loss (1 for unmixed batches); the
-            loss is ``w * CE(labels) + (1 - w) * CE(mixed_labels)``.
-    """
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    mixed_labels: Optional[torch.Tensor] = None
-    mix_weight: float = 1.0
 
 
 class WSOLMethod(nn.Module):

@@ -1,5 +1,6 @@
 """Helpers shared by several WSOL methods (one place, so no method imports another's file).
 
+* :class:`TrainingBatch`: what a method's augmentation hands to its forward pass and loss;
 * :func:`mixed_cross_entropy`: the classification loss of every method (CutMix mixes it);
 * :func:`normalize_per_map`: per-map min-max normalization (ACoL's erasing and CAM, SPG's guidance);
 * :func:`strip_cam_layer`, :func:`heads_at_classifier_lr`: how ACoL and SPG put their own heads
@@ -11,7 +12,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -19,11 +21,26 @@ from torch import nn
 
 from wsol_lightning.models.backbones import Backbone, InceptionV3Backbone, VGG16Backbone
 
-if TYPE_CHECKING:  # base.py imports this module (its loss is mixed_cross_entropy)
-    from wsol_lightning.models.methods.base import TrainingBatch
+
+@dataclass
+class TrainingBatch:
+    """A training batch after a method's augmentation.
+
+    Attributes:
+        images: ``[B, 3, H, W]``.
+        labels: ``[B]`` class indices (the images' own labels).
+        mixed_labels: for label-mixing methods (CutMix), the second label of each image.
+        mix_weight: weight of ``labels`` in the loss (1 for unmixed batches); the
+            loss is ``w * CE(labels) + (1 - w) * CE(mixed_labels)``.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    mixed_labels: Optional[torch.Tensor] = None
+    mix_weight: float = 1.0
 
 
-def mixed_cross_entropy(logits: torch.Tensor, batch: "TrainingBatch") -> torch.Tensor:
+def mixed_cross_entropy(logits: torch.Tensor, batch: TrainingBatch) -> torch.Tensor:
     """``w * CE(labels) + (1 - w) * CE(mixed_labels)``; plain CE when unmixed."""
     loss = F.cross_entropy(logits, batch.labels)
     if batch.mixed_labels is not None and batch.mix_weight < 1.0:
