@@ -10,12 +10,17 @@
   is most of a whole ``evaluate.py`` run on 1000 smooth maps. The first use
   builds it (~20 s of CPU, a C compiler needed); if that fails, the JIT kernel is used.
 
+Processes that start together on a fresh install (DDP ranks, ``tune.py --workers``,
+parallel tests) compile each form once between them: the first takes a file lock
+next to the cache and compiles, the others wait for it and load what it wrote.
+
 Without numba at all, :func:`kernel` returns None and the box metrics fall back
 to one OpenCV contour search per level (same numbers, slower).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.machinery
 import importlib.util
@@ -23,9 +28,11 @@ import os
 import platform
 import sys
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Iterator
 
 _MODULE_DIR = Path(__file__).resolve().parent
 _SOURCE = _MODULE_DIR / "sweeps.py"
@@ -43,6 +50,11 @@ SIGNATURES = {
 }
 
 _state = {"aot": None, "aot_tried": False, "aot_error": None, "jit": None, "use_aot": False}
+#: Lock files (in the first of :func:`_cache_dirs` where one can be opened): one process compiles the JIT
+#: kernel (or builds the ahead-of-time module) while the others wait. Not ``_sweeps_aot_*``: a build
+#: removes those of other keys.
+JIT_LOCK, AOT_LOCK = "sweeps_jit.lock", "sweeps_aot_build.lock"
+_THREAD_LOCK = threading.Lock()
 
 
 def _versions_key() -> str:
@@ -64,6 +76,31 @@ def _versions_key() -> str:
 def _cache_dirs():
     yield _MODULE_DIR / "__pycache__"
     yield Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "wsol_lightning"
+
+
+@contextlib.contextmanager
+def _exclusive(name: str) -> Iterator[None]:
+    """Hold the file lock ``name`` (:data:`JIT_LOCK`, :data:`AOT_LOCK`) against other processes (and this
+    process's other threads); without ``fcntl`` or a writable cache folder, no lock (each process compiles)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    handle = None
+    for directory in _cache_dirs():
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            handle = open(directory / name, "a")
+            break
+        except OSError:
+            continue
+    if handle is None:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
+        yield
 
 
 def _module_name() -> str:
@@ -121,13 +158,16 @@ def ahead_of_time(build: bool = True):
     _state["aot_tried"] = True
     if not build:
         return None
-    for directory in _cache_dirs():
-        try:
-            path = _build(directory, name)
-            _state["aot"] = _load(path, name)
-            return _state["aot"]
-        except Exception as error:  # no compiler, read-only folder, pycc gone: try the next place, then JIT
-            _state["aot_error"] = f"{type(error).__name__}: {error}"
+    with _exclusive(AOT_LOCK):
+        for directory in _cache_dirs():
+            path = directory / (name + suffix)
+            try:
+                if not path.is_file():  # another process may have built it while this one waited
+                    path = _build(directory, name)
+                _state["aot"] = _load(path, name)
+                return _state["aot"]
+            except Exception as error:  # no compiler, read-only folder, pycc gone: try the next place, then JIT
+                _state["aot_error"] = f"{type(error).__name__}: {error}"
     return None
 
 
@@ -138,10 +178,28 @@ def just_in_time():
             from wsol_lightning.metrics import sweeps
         except ImportError:
             return None
-        _state["jit"] = SimpleNamespace(level_sweeps=sweeps.level_sweeps,
-                                        scoremap_best_ious_f4=sweeps.scoremap_best_ious,
-                                        scoremap_best_ious_f8=sweeps.scoremap_best_ious)
+        functions = SimpleNamespace(level_sweeps=sweeps.level_sweeps, scoremap_best_ious_f4=sweeps.scoremap_best_ious,
+                                    scoremap_best_ious_f8=sweeps.scoremap_best_ious)
+        with _THREAD_LOCK:
+            if _state["jit"] is None:
+                with _exclusive(JIT_LOCK):  # one process compiles (~20 s), the others load numba's cache
+                    _warm_up(functions)
+                _state["jit"] = functions
     return _state["jit"]
+
+
+def _warm_up(functions: SimpleNamespace) -> None:
+    """Call each kernel once on a 4 x 4 map, with the argument types of the real calls (contiguous arrays,
+    see :mod:`~wsol_lightning.metrics.boxes`): numba compiles them or loads them from its cache now."""
+    import numpy as np
+
+    scoremap = np.linspace(0, 1, 16).reshape(4, 4)
+    gt = np.array([[0, 0, 2, 2]], np.int64)
+    thresholds = np.arange(0, 1, 0.25)
+    functions.level_sweeps((scoremap * 255).astype(np.uint8), np.arange(0, 256, 64, dtype=np.int64), gt, True, 0.0,
+                           *workspace(4, 4))
+    functions.scoremap_best_ious_f4(scoremap.astype(np.float32), thresholds, gt, 0.0, *workspace(4, 4))
+    functions.scoremap_best_ious_f8(scoremap, thresholds, gt, 0.0, *workspace(4, 4))
 
 
 def use_ahead_of_time() -> bool:

@@ -1,0 +1,78 @@
+"""Processes that need the kernel at the same time compile it once between them (wsol_lightning.metrics.compiled).
+
+Each test starts two processes that call the package at the same moment, with the expensive step (numba's
+compile of the JIT kernel, the ahead-of-time build) replaced by a stand-in that logs its start and end and
+does not finish before both processes have made their call: without the file lock, both would compile.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: argv: the cache folder, the shared log, "jit" or "aot".
+RACER = """
+import sys, time
+from pathlib import Path
+
+from wsol_lightning.metrics import compiled
+
+folder, log, form = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+compiled._cache_dirs = lambda: iter([folder])
+
+
+def note(line):
+    with open(log, "a") as file:
+        file.write(line + "\\n")
+
+
+def both_called():  # the stand-in does not finish before the other process has made its call too
+    deadline = time.monotonic() + 60
+    while log.read_text().count("call") < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+
+
+def warm_up(functions):
+    note("compile start")
+    both_called()
+    note("compile end")
+
+
+def build(directory, name):
+    note("compile start")
+    both_called()
+    target = directory / (name + ".so")
+    target.write_text("built")
+    note("compile end")
+    return target
+
+
+compiled._warm_up, compiled._build = warm_up, build
+compiled._load = lambda path, name: path.read_text()
+compiled.importlib.machinery.EXTENSION_SUFFIXES[0] = ".so"
+note("call")
+result = compiled.just_in_time() if form == "jit" else compiled.ahead_of_time()
+print("loaded" if result is not None else "none")
+"""
+
+
+def _race(tmp_path: Path, form: str) -> list:
+    log = tmp_path / "log"
+    log.write_text("")
+    racers = [subprocess.Popen([sys.executable, "-c", RACER, str(tmp_path / "cache"), str(log), form], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for racer in racers:
+        out, err = racer.communicate(timeout=120)
+        assert racer.returncode == 0 and out.strip() == "loaded", err[-2000:]
+    return [line for line in log.read_text().splitlines() if line != "call"]
+
+
+def test_the_jit_kernel_is_compiled_by_one_process_at_a_time(tmp_path):
+    # The second process compiles only after the first has written numba's cache: it then just loads it.
+    assert _race(tmp_path, "jit") == ["compile start", "compile end"] * 2
+
+
+def test_the_ahead_of_time_module_is_built_once_between_racing_processes(tmp_path):
+    assert _race(tmp_path, "aot") == ["compile start", "compile end"]  # the other process loads its build
