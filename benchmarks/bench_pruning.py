@@ -74,11 +74,17 @@ def load_arm(out: Path, name: str) -> optuna.Study:
 
 
 def arm(pruner: str, seed: int, out: Path, n_trials: int, extra) -> dict:
+    """Run (or, when ``<out>/tune-<name>.json`` says it finished, reuse) one study of tune.py."""
     name = f"{pruner}-seed{seed}"
     study_dir = out / f"tune-{name}"
-    command = [sys.executable, str(ROOT / "scripts" / "tune.py"), "--study-dir", str(study_dir), "--pruner", pruner,
-               "--n-trials", str(n_trials), "--study-name", f"bench-{name}", "--seed", str(seed), *extra]
-    wall, cpu = run(command, out / f"tune-{name}.log")
+    finished = out / f"tune-{name}.json"
+    if finished.is_file():
+        wall, cpu = json.loads(finished.read_text())["wall_cpu"]
+    else:
+        command = [sys.executable, str(ROOT / "scripts" / "tune.py"), "--study-dir", str(study_dir), "--pruner",
+                   pruner, "--n-trials", str(n_trials), "--study-name", f"bench-{name}", "--seed", str(seed), *extra]
+        wall, cpu = run(command, out / f"tune-{name}.log")
+        finished.write_text(json.dumps({"wall_cpu": [wall, cpu]}))
     study = load_arm(out, name)
     trials = study.trials
     return {"pruner": pruner, "seed": seed, "wall": wall, "cpu": cpu, "study": study,
@@ -97,6 +103,8 @@ def main() -> None:
                         help="only the fit.py runs, with the median studies already in --out")
     parser.add_argument("--sweep", default="runs/bench-sweep/results.jsonl",
                         help="bench_sweep.py's results, to place each best bg_grid_size on the sweep's curve")
+    parser.add_argument("--only", choices=("median", "none"), default=None,
+                        help="run only these arms (finished arms are reused by a later full run)")
     options, extra = parser.parse_known_args()
     out = Path(options.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -105,6 +113,10 @@ def main() -> None:
                    for seed in options.seeds]
         return compare_fits(medians, out)
 
+    if options.only:  # one arm kind (e.g. to run the arms of a seed in two processes); no tables
+        for seed in options.seeds:
+            arm(options.only, seed, out, options.n_trials, extra)
+        return
     pairs = [(arm("median", seed, out, options.n_trials, extra), arm("none", seed, out, options.n_trials, extra))
              for seed in options.seeds]
     print(f"\n{options.n_trials} trials per study, default search space, tune.py defaults"

@@ -10,7 +10,8 @@ then prints a Markdown table of, per value, the mean ± standard deviation over 
 * val top-1 after the second epoch; and every seed's best val epoch (0-based),
 
 and the margins that say whether the optimum is real: best value minus plain CAM (0) and minus the
-largest cells, each against twice the larger seed spread of the two. It writes the curve with error
+largest cells, each against twice the larger seed spread of the two, and the same margin per seed
+(same seed, same initialization and batch order: a paired difference). It writes the curve with error
 bars to ``--png``. Runs ``--jobs`` fits at a time (``benchmarks/fit_runs.py``); an interrupted sweep
 resumes from ``<out>/results.jsonl``. Any other flag is a fit.py flag applied to every run. Not a
 timed test: 30 fits of about a minute each on 2 cores.
@@ -84,7 +85,10 @@ def print_table(rows: List[Dict], grid: Sequence[float]) -> None:
             if other != top:
                 margin = means[top] - means[other]
                 bound = 2 * max(spread[top], spread[other])
-                lines.append(f"{margin:+.2f} over {other:.1f} (twice the larger seed spread: {bound:.2f})")
+                paired = {r["seed"]: value(r) for r in _group(rows, top)}
+                differences = [paired[r["seed"]] - value(r) for r in _group(rows, other) if r["seed"] in paired]
+                lines.append(f"{margin:+.2f} over {other:.1f} (twice the larger seed spread: {bound:.2f}; "
+                             f"per seed {', '.join(f'{d:+.2f}' for d in differences)})")
         print("; ".join(lines))
 
 

@@ -1,7 +1,16 @@
-"""Shared test set-up: two CPU threads, quiet Lightning, deterministic seeds."""
+"""Shared test set-up: CPU threads, quiet Lightning, deterministic seeds, and the plan of a parallel run.
+
+The README's ``python -m pytest -q`` runs the suite on 2 pytest-xdist workers (``addopts`` in
+pyproject.toml; ``-n 0`` runs it in one process). Then each worker, and every process a test
+starts, uses one CPU thread, so that two workers do not oversubscribe two cores; the slow tests
+start first, longest first, so that no worker is left alone with a long test at the end.
+"""
 
 import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,13 +20,79 @@ torch.set_num_threads(2)
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*GPU available but not used.*")
 
+ROOT = Path(__file__).resolve().parents[1]
+#: Modules of slow tests, longest first (CPU seconds of the whole module, measured on 2 cores): a parallel run
+#: starts them in this order (longest-processing-time-first). Slow tests of modules not listed come after them.
+LONGEST_FIRST = (
+    "test_tune_ddp", "test_tune_script", "test_tune_postgres", "test_tune_cluster", "test_tune_workers",
+    "test_tune_interrupts", "test_ddp_metrics", "test_fit_resume", "test_tuning_objective", "test_fit_script",
+    "test_predict_script",
+)
+
+
+def in_xdist_worker(config) -> bool:
+    return hasattr(config, "workerinput")
+
 
 def pytest_configure(config):
-    """pytest resets warning filters for each test: apply the package's narrow third-party filters there too."""
+    """One CPU thread in each xdist worker and the scripts its tests start; the package's narrow third-party
+    warning filters in every test (pytest resets the filters for each test)."""
     from wsol_lightning.quiet import THIRD_PARTY_WARNINGS
 
+    if in_xdist_worker(config):
+        torch.set_num_threads(1)
+        for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # inherited by the processes the tests start
+            os.environ[variable] = "1"
     for message, category, module in THIRD_PARTY_WARNINGS:
         config.addinivalue_line("filterwarnings", f"ignore:{message}:{category.__name__}:{module}")
+
+
+_warm_up = None
+
+
+def pytest_sessionstart(session):
+    """Compile the box-metric kernel in the background while the workers start (once per run; the processes
+    that need it meanwhile wait for it instead of compiling it too: see wsol_lightning.metrics.compiled).
+    A no-op in a warm checkout (numba's cache and the ahead-of-time module are there)."""
+    global _warm_up
+    if in_xdist_worker(session.config):
+        return
+    code = "from wsol_lightning.metrics import compiled; compiled.just_in_time(); compiled.ahead_of_time()"
+    _warm_up = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                    [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])})
+
+
+def pytest_sessionfinish(session):
+    if _warm_up is not None and _warm_up.poll() is None:
+        _warm_up.kill()  # a run shorter than the build (both forms write their files atomically)
+        _warm_up.wait()
+
+
+def _plan(item) -> tuple:
+    """Sort key and xdist group of a test: slow tests first (one unit of work each, longest module first),
+    the tests of the shared fit.py run together, the other tests with the rest of their module (its
+    module-scoped fixtures are built once)."""
+    module = Path(str(item.fspath)).stem
+    slow = item.get_closest_marker("slow") is not None
+    if "fitted_run" in item.fixturenames:
+        group = "fitted_run"
+    elif not slow:
+        group = module
+    else:
+        group = None
+    rank = LONGEST_FIRST.index(module) if module in LONGEST_FIRST else len(LONGEST_FIRST)
+    return (0 if slow or group == "fitted_run" else 1, rank), group
+
+
+def pytest_collection_modifyitems(config, items):
+    """Order the tests for a parallel run and tell pytest-xdist (``--dist loadgroup``) what runs together."""
+    plans = {item.nodeid: _plan(item) for item in items}
+    items.sort(key=lambda item: plans[item.nodeid][0])  # stable: the file order within each rank
+    for item in items:
+        group = plans[item.nodeid][1]
+        if group is not None and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(autouse=True)

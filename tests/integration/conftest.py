@@ -2,6 +2,7 @@
 
 import os
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -17,25 +18,60 @@ def running_in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
+def _session_folder(config, tmp_path_factory) -> Path:
+    """A folder shared by every pytest-xdist worker of this run (the run's own base folder without xdist)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if hasattr(config, "workerinput") else base  # a worker's is <the run's>/popen-gw<n>
+
+
+def _start_postgres_once(folder: Path) -> None:
+    """Run ``scripts/start_postgres.sh`` in the background, once per test run (the first caller of any
+    worker starts it); its stdout, stderr and exit status land in ``folder/postgres.{out,err,status}``."""
+    try:
+        os.close(os.open(folder / "postgres.started", os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return
+    script = ROOT / "scripts" / "start_postgres.sh"
+    run = (f'bash "{script}" > "{folder}/postgres.out" 2> "{folder}/postgres.err"; '
+           f'echo $? > "{folder}/postgres.status.part" && mv "{folder}/postgres.status.part" "{folder}/postgres.status"')
+    subprocess.Popen(["bash", "-c", run], stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _postgres_started_early(request, tmp_path_factory):
+    """When this run has tests that need PostgreSQL, start the server at the first integration test: its
+    first start installs it (apt-get, a minute of downloads), which then overlaps with other tests."""
+    if any("postgres_url" in item.fixturenames for item in request.session.items):
+        _start_postgres_once(_session_folder(request.config, tmp_path_factory))
+
+
 @pytest.fixture(scope="session")
-def postgres_url():
+def postgres_url(request, tmp_path_factory):
     """URL of the server ``scripts/start_postgres.sh`` installs (apt-get, if missing) and starts on 127.0.0.1.
 
+    The script runs once per test run, whatever the number of pytest-xdist workers (:func:`_start_postgres_once`).
     When PostgreSQL cannot be installed here (the script's exit status 3): a skip that gives the
     script's reason, except in CI (``CI`` set), where the tests that need the server fail with that
     reason instead, so a broken installation cannot hide them. Any other failure of the script fails.
     """
+    folder = _session_folder(request.config, tmp_path_factory)
+    _start_postgres_once(folder)
     script = ROOT / "scripts" / "start_postgres.sh"
-    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=540)
-    if result.returncode == 0:
-        return result.stdout.strip().splitlines()[-1]
-    lines = result.stderr.strip().splitlines()
+    status, deadline = folder / "postgres.status", time.monotonic() + 540
+    while not status.exists():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{script.relative_to(ROOT)} did not finish within 540 s", pytrace=False)
+        time.sleep(0.2)
+    returncode = int(status.read_text())
+    if returncode == 0:
+        return (folder / "postgres.out").read_text().strip().splitlines()[-1]
+    lines = (folder / "postgres.err").read_text().strip().splitlines()
     reason = lines[-1] if lines else "(no message)"
-    if result.returncode == 3 and not running_in_ci():
+    if returncode == 3 and not running_in_ci():
         pytest.skip(f"PostgreSQL cannot be installed here: {reason}")
     where = "CI is set, so the tests that need PostgreSQL must run" if running_in_ci() else "unexpected failure"
-    details = "" if result.returncode == 3 else "\n" + "\n".join(lines[-20:])
-    pytest.fail(f"{script.relative_to(ROOT)} exited with status {result.returncode} ({where}): {reason}{details}",
+    details = "" if returncode == 3 else "\n" + "\n".join(lines[-20:])
+    pytest.fail(f"{script.relative_to(ROOT)} exited with status {returncode} ({where}): {reason}{details}",
                 pytrace=False)
 
 

@@ -13,8 +13,12 @@ Design. Each image (64x64 by default) shows one object of class ``c``:
   (``background_texture``) and random clutter (lines, rectangles, discs): texture is everywhere,
   so "where is there texture" (what random or barely trained filters detect) does not say where
   the object is, and an untrained network localizes poorly;
-* **distractor**: a smaller ellipse (12-30 % of the side) wearing the body pattern of *another*
-  class and no mark;
+* **distractors**: a smaller ellipse (12-30 % of the side) somewhere in the image and a second
+  one (25-45 % of the side) centred near the object's rim, so that it touches the object and
+  partly disappears under it (a branch, a neighbour), each wearing the body pattern of *another*
+  class and no mark. The touching one is what makes localization a matter of *knowing the
+  class's pattern*: a map that spreads over "patterned stuff" also covers the neighbour and its
+  box is too large, so localization keeps improving while the network learns the patterns;
 * **object**: an elongated ellipse (major axis 40-85 % of the side, minor/major 0.4-0.75, any
   rotation, anywhere, fully inside), whose **body** carries the pattern of its class (one of
   five: horizontal stripes, vertical stripes, checks, cross-hatch, dots) in a random, weakly
@@ -87,7 +91,7 @@ import numpy as np
 from wsol_lightning.errors import WSOLInputError
 
 #: Bump when the drawing changes: it is part of the cache key.
-GENERATOR_VERSION = 5
+GENERATOR_VERSION = 6
 
 DATASET_NAME = "synthetic"
 STATS_FILE = "synthetic.json"
@@ -111,6 +115,7 @@ class SyntheticSpec:
         mark_probability: probability that an object carries its mark.
         background_texture: amplitude of the fine, foliage-like noise of the background.
         max_distractors: distractors per image are drawn from 1..max_distractors (0: none).
+        touching_distractors: distractors drawn touching the object, partly under it (0: none).
     """
 
     num_classes: int = 5
@@ -125,6 +130,7 @@ class SyntheticSpec:
     mark_probability: float = 0.9
     background_texture: float = 0.12
     max_distractors: int = 1
+    touching_distractors: int = 1
 
     def __post_init__(self) -> None:
         checks = [
@@ -137,6 +143,7 @@ class SyntheticSpec:
             (0.0 <= self.mark_probability <= 1.0, "mark_probability must be within [0, 1]"),
             (0.0 <= self.background_texture <= 0.5, "background_texture must be within [0, 0.5]"),
             (self.max_distractors >= 0, "max_distractors must be >= 0"),
+            (self.touching_distractors >= 0, "touching_distractors must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -266,6 +273,17 @@ def render_image(spec: SyntheticSpec, rng: np.random.Generator, label: int) -> T
 
     center, axes, angle = _random_ellipse(rng, size, rng.uniform(*spec.object_size) * size, spec.object_aspect)
     mask = _ellipse_mask(size, center, axes, angle)
+    for _ in range(spec.touching_distractors):
+        # another class's body (25-45 % of the side) centred near the object's rim, partly under it
+        diameter = rng.uniform(0.25, 0.45) * size
+        direction = rng.uniform(0, 2 * np.pi)
+        reach = axes[0] * rng.uniform(0.6, 1.0)
+        near = (int(np.clip(center[0] + reach * np.cos(direction), 0, size - 1)),
+                int(np.clip(center[1] + reach * np.sin(direction), 0, size - 1)))
+        near_axes = (max(2, int(diameter / 2)), max(2, int(diameter / 2 * rng.uniform(0.5, 0.9))))
+        region = _ellipse_mask(size, near, near_axes, rng.uniform(0, 180))
+        other = (label + 1 + int(rng.integers(classes - 1))) % classes
+        image[region] = _body_texture(rng, other, size)[region]
     image[mask] = _body_texture(rng, label, size)[mask]
     if rng.uniform() >= spec.mark_probability:
         return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8), mask

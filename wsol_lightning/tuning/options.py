@@ -14,13 +14,14 @@ from wsol_lightning.errors import WSOLInputError
 from wsol_lightning.tuning.study import PRUNERS, SAMPLERS
 
 #: fit.py arguments every trial starts from (the user's flags, ``--config`` included, come after and
-#: override them): 8 short epochs of 5 training batches each (the pruner decides every 5 batches),
-#: validated on the first 4 validation batches (128 images of the default data), with the learning
-#: rate falling to 0 on a cosine over the trial's 40 steps, so a trial's last epoch is not noisier
-#: than its first (benchmarks/bench_pruning.py measured these choices; README, "Measured").
+#: override them): 8 short epochs of 19 training batches each (half a pass over the default data, so
+#: 4 passes in all; the pruner decides every 19 batches), validated on the first 8 validation batches
+#: (256 images of the default data), with the learning rate falling to 0 on a cosine over the trial's
+#: 152 steps, so a trial's last epoch is not noisier than its first (benchmarks/bench_pruning.py
+#: measured these choices; README, "Measured").
 #: Pass --trainer.limit_train_batches 1.0 --trainer.limit_val_batches 1.0 to tune on full epochs.
-TUNE_DEFAULT_ARGS = ["--trainer.max_epochs", "8", "--trainer.limit_train_batches", "5",
-                     "--trainer.limit_val_batches", "4", "--model.lr_schedule", "cosine",
+TUNE_DEFAULT_ARGS = ["--trainer.max_epochs", "8", "--trainer.limit_train_batches", "19",
+                     "--trainer.limit_val_batches", "8", "--model.lr_schedule", "cosine",
                      "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 DEFAULT_N_TRIALS = 20
 DEFAULT_STUDY_NAME = "wsol-tune"
