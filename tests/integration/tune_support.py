@@ -12,9 +12,12 @@ import optuna
 ROOT = Path(__file__).resolve().parents[2]
 #: Processes started by :func:`start` (conftest kills those still running after each test).
 STARTED: list = []
-#: Tiny default data and short trials: a trial trains in a few seconds on 2 cores.
+#: Tiny default data and short trials: a trial trains in a few seconds on 2 cores. No pruning before 5 trials
+#: completed (tune.py's default is 3): the tests count trials by state, and on tiny data a pruned 4th trial
+#: would be chance; the tests of pruning prune on purpose (``prune_hook``, unit tests of the pruner).
 TINY = ["--data.synthetic_num_train", "32", "--data.synthetic_num_val", "16", "--data.synthetic_num_test", "16",
-        "--data.batch_size", "16", "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "1.0"]
+        "--data.batch_size", "16", "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "1.0",
+        "--n-startup-trials", "5"]
 
 
 def tune_command(*args: str, data_root: Path) -> list:

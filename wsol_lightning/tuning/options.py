@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     algo.add_argument("--sampler", default="tpe", choices=SAMPLERS)
     algo.add_argument("--grid-points", type=int, default=5, help="grid sampler: values per continuous parameter")
     algo.add_argument("--pruner", default="median", choices=PRUNERS)
-    algo.add_argument("--n-startup-trials", type=int, default=5,
+    algo.add_argument("--n-startup-trials", type=int, default=3,
                       help="median/percentile pruner: trials before any pruning")
     algo.add_argument("--n-warmup-steps", type=int, default=1,
                       help="median/percentile pruner: epochs of a trial before it can be pruned")

@@ -157,7 +157,7 @@ def make_sampler(name: str, seed: Optional[int], space: SearchSpace, grid_points
     raise WSOLInputError(f"--sampler {name}: choose one of {', '.join(SAMPLERS)}")
 
 
-def make_pruner(name: str, n_startup_trials: int = 5, n_warmup_steps: int = 1, interval_steps: int = 1,
+def make_pruner(name: str, n_startup_trials: int = 3, n_warmup_steps: int = 1, interval_steps: int = 1,
                 percentile: float = 25.0):
     """The pruner by name; ``median`` (default), ``percentile``, ``successive_halving``, ``hyperband``, ``none``."""
     for flag, value, low in (("--n-startup-trials", n_startup_trials, 0), ("--n-warmup-steps", n_warmup_steps, 0),
