@@ -16,10 +16,12 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
     [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
     # One resolver run: torch/torchvision pinned (these exact releases are on this machine's disk;
     # a CUDA build, it runs on CPU too; override with WSOL_TORCH_SPEC elsewhere), this package
-    # editable with its test extra and the dashboard extra (its test runs too). Keep pip's byte-compiling:
-    # with PYTHONDONTWRITEBYTECODE set (as on these machines) nothing else would ever write the .pyc files.
-    "$venv/bin/python" -m pip install -q ${WSOL_TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1} \
+    # editable with its test extra and the dashboard extra (its test runs too). Byte-compiled afterwards on
+    # every core (pip compiles on one): with PYTHONDONTWRITEBYTECODE set, as on these machines, nothing
+    # else would ever write the .pyc files, and every process would compile torch's modules again.
+    "$venv/bin/python" -m pip install -q --no-compile ${WSOL_TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1} \
         -e "$root[test,dashboard]" >&2
+    "$venv/bin/python" -m compileall -q -j 0 "$venv/lib" >/dev/null 2>&1 || true  # a few files never compile
     echo "$want" > "$stamp"
 fi
 # Byte-compile this checkout's own modules (only what changed; ~0.1 s when nothing did): with
