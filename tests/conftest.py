@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Modules of slow tests, longest first (CPU seconds of the whole module, measured on 2 cores): a parallel run
 #: starts them in this order (longest-processing-time-first). Slow tests of modules not listed come after them.
 LONGEST_FIRST = (
-    "test_tune_ddp", "test_tune_script", "test_tune_postgres", "test_tune_cluster", "test_tune_workers",
-    "test_tune_interrupts", "test_ddp_metrics", "test_fit_resume", "test_tuning_objective", "test_fit_script",
-    "test_predict_script",
+    "test_tune_ddp", "test_tune_cluster", "test_tune_interrupts", "test_tune_script", "test_tune_workers",
+    "test_tune_postgres", "test_fit_resume", "test_ddp_metrics", "test_fit_script", "test_predict_script",
+    "test_tuning_objective",
 )
 
 
