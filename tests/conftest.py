@@ -34,10 +34,27 @@ def in_xdist_worker(config) -> bool:
     return hasattr(config, "workerinput")
 
 
+def _use_memory_for_tmp_path(config) -> None:
+    """Put this run's ``tmp_path`` folders on ``/dev/shm`` (memory) when it has room: the tests write SQLite
+    studies (a sync per commit), checkpoints and data there, and a disk's syncs slow them down. pytest keeps
+    its last three runs there, as under /tmp. An explicit ``--basetemp`` or ``PYTEST_DEBUG_TEMPROOT`` wins."""
+    shm = Path("/dev/shm")
+    if in_xdist_worker(config) or config.option.basetemp or os.environ.get("PYTEST_DEBUG_TEMPROOT"):
+        return
+    try:
+        usage = os.statvfs(shm)
+    except OSError:
+        return
+    if os.access(shm, os.W_OK) and usage.f_bavail * usage.f_frsize > 4 * 2**30:
+        os.environ["PYTEST_DEBUG_TEMPROOT"] = str(shm)  # inherited by the xdist workers
+
+
 def pytest_configure(config):
     """One CPU thread in each xdist worker and the scripts its tests start; the package's narrow third-party
-    warning filters in every test (pytest resets the filters for each test)."""
+    warning filters in every test (pytest resets the filters for each test); tmp_path in memory."""
     from wsol_lightning.quiet import THIRD_PARTY_WARNINGS
+
+    _use_memory_for_tmp_path(config)
 
     if in_xdist_worker(config):
         torch.set_num_threads(1)
