@@ -37,6 +37,7 @@ from lightning.pytorch.cli import LightningArgumentParser
 
 from wsol_lightning.cli import format_metrics
 from wsol_lightning.data.datamodule import WSOLDataModule
+from wsol_lightning.argv import flag_value
 from wsol_lightning.errors import WSOLInputError, exit_on_input_error
 from wsol_lightning.metrics.scoremaps import scoremap_path
 from wsol_lightning.module import WSOLModule
@@ -108,15 +109,6 @@ def build_parser() -> LightningArgumentParser:
     return parser
 
 
-def _flag_value(argv: Sequence[str], flag: str) -> Optional[str]:
-    for index, arg in enumerate(argv):
-        if arg == flag and index + 1 < len(argv):
-            return argv[index + 1]
-        if arg.startswith(flag + "="):
-            return arg[len(flag) + 1:]
-    return None
-
-
 def recorded_data_settings(checkpoint: Mapping[str, Any]) -> Dict[str, Any]:
     """The checkpoint's ``--data.*`` settings (``datamodule_hyper_parameters``) that WSOLDataModule still takes."""
     accepted = set(inspect.signature(WSOLDataModule.__init__).parameters) - {"self"}
@@ -179,7 +171,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run ``predict.py``; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    path = _flag_value(argv, "--ckpt_path")
+    path = flag_value(argv, "--ckpt_path")
     checkpoint = None
     if path is not None and not {"-h", "--help"} & set(argv):
         checkpoint = read_checkpoint(path, hint=_NOT_A_CHECKPOINT_HINT)

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from lightning.pytorch import Callback, Trainer
 
+from wsol_lightning.argv import has_flag, without_flag
 from wsol_lightning.errors import WSOLInputError
 from wsol_lightning.models.weights import read_torch_file
 
@@ -185,16 +186,8 @@ def check_resumable(path: str, checkpoint: Mapping[str, Any], hparams: Mapping[s
 
 def resume_command(argv: Sequence[str], run_dir: str, checkpoint: str) -> str:
     """The command line that resumes: ``argv`` without its ``--ckpt_path``, plus ``--run_dir`` and ``--ckpt_path``."""
-    args: List[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--ckpt_path":
-            skip = True
-        elif not arg.startswith("--ckpt_path="):
-            args.append(arg)
-    if not any(a == "--run_dir" or a.startswith("--run_dir=") for a in args):
+    args = without_flag(argv, "--ckpt_path")
+    if not has_flag(args, "--run_dir"):
         args += ["--run_dir", run_dir]
     script = sys.argv[0] if os.path.basename(sys.argv[0]) == "fit.py" else "scripts/fit.py"
     return shlex.join(["python", script, *args, "--ckpt_path", checkpoint])

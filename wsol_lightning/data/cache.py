@@ -41,6 +41,7 @@ import numpy as np
 
 from wsol_lightning.data.images import decode_resized
 from wsol_lightning.errors import WSOLInputError
+from wsol_lightning.machine import usable_cpus
 
 #: Bumped when the file layout or the resize changes (old files are then not reused).
 CACHE_VERSION = 1
@@ -51,14 +52,6 @@ RESAMPLE = "PIL.Image.BILINEAR"
 def decoded_nbytes(count: int, size: int) -> int:
     """Bytes of the pixels of ``count`` images at ``size`` x ``size`` x 3 uint8."""
     return count * size * size * 3
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, else the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def default_budget_bytes() -> int:

@@ -59,13 +59,14 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
 from wsol_lightning.data.cache import (DecodedImages, cache_path, check_writable, content_key, decoded_nbytes,
-                                       default_budget_bytes, ensure_decoded, free_bytes, usable_cpus)
+                                       default_budget_bytes, ensure_decoded, free_bytes)
 from wsol_lightning.data.datasets import IMAGENET_MEAN, IMAGENET_STD, WSOLDataset, collate
 from wsol_lightning.data.images import random_crop_flip_normalize
 from wsol_lightning.data.metadata import Metadata, load_metadata
 from wsol_lightning.data.synthetic import DATASET_NAME as SYNTHETIC, SyntheticSpec, ensure_synthetic_dataset, \
     synthetic_normalization
 from wsol_lightning.errors import WSOLInputError
+from wsol_lightning.machine import usable_cpus
 
 DATASET_NAMES = ("CUB", "ILSVRC", "OpenImages", "synthetic")
 DatasetName = Literal["CUB", "ILSVRC", "OpenImages", "synthetic"]

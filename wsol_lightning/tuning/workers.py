@@ -28,6 +28,9 @@ import threading
 import time
 from typing import Dict, List, Mapping, Sequence
 
+from wsol_lightning.argv import without_flag
+from wsol_lightning.machine import usable_cpus
+
 #: Set in each worker's environment: the supervisor's process id.
 SUPERVISOR_ENV = "WSOL_TUNE_SUPERVISOR"
 
@@ -62,24 +65,7 @@ def worker_environments(n_workers: int, gpus: Sequence[str], cpus: int) -> List[
 
 def worker_argv(argv: Sequence[str]) -> List[str]:
     """The supervisor's arguments with ``--workers N`` replaced by ``--workers 1``."""
-    kept: List[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--workers":
-            skip = True
-        elif not arg.startswith("--workers="):
-            kept.append(arg)
-    return [*kept, "--workers", "1"]
-
-
-def cpu_count() -> int:
-    """Cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    return [*without_flag(argv, "--workers"), "--workers", "1"]
 
 
 def start_workers(n_workers: int, argv: Sequence[str]) -> List[subprocess.Popen]:
@@ -92,7 +78,7 @@ def start_workers(n_workers: int, argv: Sequence[str]) -> List[subprocess.Popen]
     command = [sys.executable, "-m", "wsol_lightning.tuning", *worker_argv(argv)]
     return [subprocess.Popen(command, env={**os.environ, **env, SUPERVISOR_ENV: str(os.getpid())},
                              start_new_session=True, preexec_fn=unblock)
-            for env in worker_environments(n_workers, gpus, cpu_count())]
+            for env in worker_environments(n_workers, gpus, usable_cpus())]
 
 
 def forward_signals(workers: List[subprocess.Popen]):
