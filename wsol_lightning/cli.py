@@ -17,7 +17,8 @@ Additions:
   logger version), ``last`` is the newest ``last.ckpt`` under ``--run_dir``;
 * ``--checkpoint.*``: a ModelCheckpoint keeping the best ``val/localization``;
   ``last.ckpt`` is written after every epoch besides it (:class:`LastCheckpoint`);
-* ``data.num_classes`` is linked into ``model.num_classes``.
+* ``data.num_classes`` is linked into ``model.num_classes``;
+* checkpoints are written atomically (:mod:`wsol_lightning.checkpoint_io`).
 
 :func:`build_run` returns the instantiated trainer, model and data module;
 :func:`fit_and_test` trains (or resumes), tests the best checkpoint and draws the CAM figure.
@@ -37,6 +38,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
+from wsol_lightning.checkpoint_io import use_atomic_checkpoints
 from wsol_lightning.data.datamodule import WSOLDataModule
 from wsol_lightning.module import MONITOR, WSOLModule
 from wsol_lightning.resume import LastCheckpoint, RandomStateCallback, check_resumable, read_checkpoint, \
@@ -139,6 +141,7 @@ def build_run(args: Sequence[str], callbacks: Sequence[Callback] = ()) -> Run:
         warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
         cli = _make_cli(args)
     cli.trainer.callbacks.extend([LastCheckpoint(), RandomStateCallback(), *callbacks])
+    use_atomic_checkpoints(cli.trainer)
     ckpt_path = cli.config.get("ckpt_path")
     if ckpt_path:
         _prepare_resume(cli, ckpt_path)

@@ -18,6 +18,7 @@ import torch
 
 from tests.integration.fit_support import RUN_ARGS, TINY, logged_scalars, metric_lines, script
 from tests.one_line import one_line_error
+from wsol_lightning.checkpoint_io import AtomicCheckpointIO
 from wsol_lightning.cli import build_run, fit_and_test
 
 
@@ -130,6 +131,7 @@ def test_ckpt_path_last_is_the_newest_last_ckpt_and_continues_its_run(fitted_run
                      "--run_dir", str(fitted_run.run_dir)])
     assert run.ckpt_path == str(fitted_run.checkpoints / "last.ckpt")
     assert run.run_dir == fitted_run.run_dir and run.trainer.logger.version == 0
+    assert isinstance(run.trainer.strategy.checkpoint_io, AtomicCheckpointIO)  # what every run saves with
 
 
 @_CLI_WARNINGS

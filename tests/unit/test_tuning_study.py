@@ -131,6 +131,9 @@ def test_median_and_percentile_pruners_decide_with_their_flags():
     assert not pruned(make_pruner("percentile", 4, 1, 1, percentile=75.0), history, 36, step=1)  # 75%: above 35
 
 
+# What a worker does by hand here (record a heartbeat, fail stale trials) Study.optimize would do; optuna warns.
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+@pytest.mark.filterwarnings("ignore:.*fail_stale_trials is experimental")
 def test_max_retry_bounds_the_retries_of_a_dead_worker_s_trial(tmp_path):
     import time
 
