@@ -10,13 +10,13 @@ the 2-core machine; a no-pruner arm trains about twice its epochs.
 
 Measured figures: README, "Tuning" > "Measured" (2026-12-02, synthetic data v6).
 
-How the defaults were chosen: the learning curves of a no-pruner study (TPE seed 0, tune.py's
-trials of 8 epochs x 19 batches) were replayed under MedianPruner settings (n_startup_trials 3, 5
-or 8 x n_warmup_steps 0-5). Slow learners (lr ~0.0013) end best but trail at epochs 1-2, so every
-setting that prunes at epoch 1 or 2 loses them (the best value falls 1.17 points to the next best,
-bg_grid_size 0.23, still in the sweep's top region); keeping them needs warm-up 3 and saves at most
-28 %. Startup 3 / warm-up 1 saved 51 % in the replay (startup 5 / warm-up 1: 38 %) for the same
-loss, so tune.py defaults to it; the real studies (TPE adapts to pruned trials) are the benchmark.
+How the defaults were chosen: ``benchmarks/replay_pruners.py`` replays the learning curves of the
+no-pruner arms under MedianPruner and PercentilePruner settings (README, "Measured"). Slow learners
+(lr ~0.0013) end best but trail at epochs 1-2, so every setting that prunes at epoch 1 or 2 loses them
+(seed 0's best value falls 1.17 points to the next best, bg_grid_size 0.23, still in the sweep's top
+region); keeping every best within 1 point needs warm-up 3 and saves 24-30 %. Of the median settings
+startup 3 / warm-up 1 saved the most (50 % over the three seeds' curves), so tune.py defaults to it
+(``--pruner percentile --percentile 25``, keeping the top quarter, saved 54 % for the same losses).
 Under other jobs the CPU column grows too (threads spin waiting for cores): compare epochs.
 
 Usage::
