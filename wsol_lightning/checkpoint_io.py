@@ -10,21 +10,19 @@ it leaves a truncated ``last.ckpt`` and the previous epoch's one is gone too
 
 :class:`AtomicCheckpointIO` writes the file beside its target (same
 directory, so the same filesystem), flushes it to disk and renames it over
-the target, which POSIX makes atomic: a reader sees the old checkpoint or the
-new one. An interrupted write removes its temporary file; a SIGKILL leaves at
-most a hidden ``.<name>.<pid>.tmp`` beside it, which nothing reads.
+the target (:func:`wsol_lightning.files.replaced_atomically`): a reader sees
+the old checkpoint or the new one.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
-from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Trainer
+
+from wsol_lightning.files import replaced_atomically
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -35,19 +33,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or "://" in str(path):
             super().save_checkpoint(checkpoint, path, storage_options=storage_options)
             return
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
-        try:
-            with os.fdopen(descriptor, "wb") as file:
-                torch.save(checkpoint, file)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, target)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
+        with replaced_atomically(path, durable=True) as file:
+            torch.save(checkpoint, file)
 
 
 def use_atomic_checkpoints(trainer: Trainer) -> None:

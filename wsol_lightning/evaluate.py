@@ -31,13 +31,13 @@ import multiprocessing
 import os
 import sys
 import threading
-from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from wsol_lightning.data.metadata import Metadata, load_metadata
 from wsol_lightning.errors import WSOLInputError, exit_on_input_error
+from wsol_lightning.files import write_text_atomically
 from wsol_lightning.metrics import compiled
 from wsol_lightning.metrics.boxes import BoxCounts, all_contour_ious
 from wsol_lightning.metrics.geometry import cam_thresholds
@@ -255,6 +255,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"MaxBoxAcc ({where}, {contours}): {per_iou}")
     print(f"localization: {result['localization']:.4f}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        write_text_atomically(args.json, json.dumps(result, indent=2) + "\n")
     return 0

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -39,6 +38,7 @@ from wsol_lightning.cli import format_metrics
 from wsol_lightning.data.datamodule import WSOLDataModule
 from wsol_lightning.argv import flag_value
 from wsol_lightning.errors import WSOLInputError, exit_on_input_error
+from wsol_lightning.files import replaced_atomically, write_text_atomically
 from wsol_lightning.metrics.scoremaps import scoremap_path
 from wsol_lightning.module import WSOLModule
 from wsol_lightning.resume import read_checkpoint
@@ -85,11 +85,8 @@ class ScoremapWriter(Callback):
 def save_scoremap(root: str, image_id: str, scoremap: np.ndarray) -> str:
     """Write ``scoremap`` as float32 to ``<root>/<image_id>.npy`` (folders created); returns the path."""
     path = scoremap_path(root, image_id)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "wb") as handle:
+    with replaced_atomically(path) as handle:
         np.save(handle, np.ascontiguousarray(scoremap, dtype=np.float32))
-    os.replace(temporary, path)
     return path
 
 
@@ -213,6 +210,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"CAM figure: {figure}")
         report["figure"] = str(figure)
     if config.json:
-        Path(config.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(config.json).write_text(json.dumps(report, indent=2) + "\n")
+        write_text_atomically(config.json, json.dumps(report, indent=2) + "\n")
     return 0

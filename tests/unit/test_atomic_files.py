@@ -1,11 +1,11 @@
-"""Atomic checkpoint saves: a write stopped at any byte leaves the previous checkpoint whole."""
+"""Atomic checkpoint saves and result files: a write stopped at any byte leaves the previous file whole."""
 
 import os
 
 import pytest
 import torch
 
-from wsol_lightning import checkpoint_io
+from wsol_lightning import checkpoint_io, files
 from wsol_lightning.checkpoint_io import AtomicCheckpointIO
 
 
@@ -30,7 +30,7 @@ def test_a_save_interrupted_midway_keeps_the_old_checkpoint_and_no_temporary_fil
 def test_the_file_is_written_beside_its_target_and_renamed_over_it(tmp_path, monkeypatch):
     renames = []
     real_replace = os.replace
-    monkeypatch.setattr(checkpoint_io.os, "replace", lambda a, b: (renames.append((a, b)), real_replace(a, b)))
+    monkeypatch.setattr(files.os, "replace", lambda a, b: (renames.append((a, b)), real_replace(a, b)))
     target = tmp_path / "best-epoch03.ckpt"
     target.write_bytes(b"old")
     AtomicCheckpointIO().save_checkpoint({"epoch": 3}, target)
@@ -45,3 +45,12 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_result_file_stopped_midway_keeps_the_previous_one(tmp_path):
+    target = files.write_text_atomically(tmp_path / "out" / "metrics.json", '{"localization": 61.2}\n')
+    with pytest.raises(KeyboardInterrupt):
+        with files.replaced_atomically(target) as file:
+            file.write(b'{"localiz')
+            raise KeyboardInterrupt
+    assert target.read_text() == '{"localization": 61.2}\n' and os.listdir(target.parent) == ["metrics.json"]

@@ -1,0 +1,48 @@
+"""Result files that are whole or absent: written beside their target, then renamed over it.
+
+A reader (or a rerun after Ctrl-C, SIGTERM or SIGKILL) sees the previous file or the new one,
+never a truncated one: the temporary file lies in the target's directory, so the rename stays on
+one filesystem, where POSIX makes it atomic. A write stopped by an exception removes its
+temporary file; a SIGKILL leaves at most a hidden ``.<name>.<pid>.<random>.tmp`` beside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from pathlib import Path
+from typing import BinaryIO, Iterator, Union
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@contextlib.contextmanager
+def replaced_atomically(path: PathLike, durable: bool = False) -> Iterator[BinaryIO]:
+    """A binary file to write ``path``'s new contents to; renamed over ``path`` when the block ends.
+
+    Args:
+        path: the target (its folders are created).
+        durable: fsync the file before the rename (a checkpoint: survives a power cut too).
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            yield file
+            file.flush()
+            if durable:
+                os.fsync(file.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomically(path: PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; returns the path."""
+    with replaced_atomically(path) as file:
+        file.write(text.encode("utf-8"))
+    return Path(path)
