@@ -34,7 +34,8 @@ seconds of each process (user + system, children included), which a loaded
 machine disturbs less. Usage: ``python benchmarks/bench_evaluator.py`` (1000
 maps of each family, MaxBoxAccV2; minutes, most of it the baselines of the
 speckled and noisy maps); ``--num-maps 200`` for a quick table; ``--families
-smooth noisy`` to choose; ``--v1`` to add the largest-contour (MaxBoxAcc) rows.
+smooth noisy`` to choose; ``--v1`` to add the largest-contour (MaxBoxAcc) rows; ``--phases``
+for the kernel's CPU time per map by phase instead (seconds).
 """
 
 from __future__ import annotations
@@ -164,6 +165,60 @@ def baseline(directory: Path, interval: float, multi_contour_eval: bool, multi_i
     print(f"localization: {per_iou.mean() if multi_iou_eval else per_iou[1]:.4f}")
 
 
+# ----------------------------------------------------------------------------- the kernel's phases
+def kernel_phases(family: str, count: int, interval: float = 0.01) -> Dict[str, float]:
+    """CPU milliseconds per map of the V2 kernel and of its phases on ``count`` maps of ``family``.
+
+    The phases are the numba functions of :mod:`wsol_lightning.metrics.sweeps` called one by one
+    (just in time), each on every map after a warm-up, cumulatively: classes + neighbour masks,
+    classes + row runs, everything but the hole sweep (so the foreground sweep is this minus the
+    two before), everything (the hole sweep is the difference). One GT box per map.
+    """
+    from wsol_lightning.metrics import boxes, sweeps
+    from wsol_lightning.metrics.compiled import kernel
+
+    rng = np.random.default_rng(0)
+    maps = []
+    for _ in range(count):
+        scoremap = FAMILIES[family](rng)
+        maps.append(((scoremap - scoremap.min()) / (scoremap.max() - scoremap.min())).astype(np.float32))
+    gt = np.array([[20, 30, 150, 170]], np.int64)
+    thresholds = np.arange(0, 1, interval)
+    workspace = boxes._workspace(SIZE, SIZE)
+    ws_int, ws_info, ws_cls, ws_masks, _, _ = workspace
+    u8s = [boxes.scoremap_to_uint8(m) for m in maps]
+    levels = np.unique((thresholds * 255).astype(np.int64))
+    lut = np.searchsorted(levels, np.arange(256), side="left").astype(np.int16)  # class: levels below
+    nclass, size = len(levels) + 1, (SIZE + 2) * (SIZE + 2)
+    cstart = np.zeros(nclass + 1, np.int64)
+
+    def masks(u8):
+        sweeps._classes(u8, lut, ws_cls)
+        sweeps._masks(ws_cls, ws_masks[:size], ws_masks[size:2 * size], SIZE, SIZE)
+
+    def runs(u8):
+        sweeps._classes(u8, lut, ws_cls)
+        sweeps._runs(ws_cls, SIZE, SIZE, nclass, ws_int, ws_info, cstart)
+
+    steps = {
+        "kernel (ahead of time, from the float map)": lambda i: kernel().scoremap_best_ious_f4(
+            maps[i], thresholds, gt, 0.3, *workspace),
+        "classes + masks": lambda i: masks(u8s[i]),
+        "classes + runs": lambda i: runs(u8s[i]),
+        "all but the hole sweep": lambda i: sweeps.level_sweeps(u8s[i], levels, gt, False, 0.3, *workspace),
+        "all, hole sweep included": lambda i: sweeps.level_sweeps(u8s[i], levels, gt, True, 0.3, *workspace),
+    }
+    result = {}
+    for name, step in steps.items():
+        for i in range(min(5, count)):
+            step(i)
+        started = time.process_time()
+        for i in range(count):
+            step(i)
+        result[name] = (time.process_time() - started) / count * 1e3
+    return result
+
+
 # ----------------------------------------------------------------------------- timing
 def _timed(command) -> Tuple[float, float, str]:
     """Wall seconds, CPU seconds (user + system of the process and its children) and localization."""
@@ -229,12 +284,24 @@ def main() -> None:
                         choices=[*FAMILIES, "mixed"])
     parser.add_argument("--v1", action="store_true", help="add the largest-contour (MaxBoxAcc) rows")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each evaluate.py row (median reported)")
+    parser.add_argument("--phases", action="store_true",
+                        help="only the kernel's CPU ms per map by phase (numba functions, in this process)")
     parser.add_argument("--baseline", nargs=4, metavar=("DIR", "INTERVAL", "MULTI_CONTOUR", "MULTI_IOU"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline:
         directory, interval, multi_contour, multi_iou = args.baseline
         baseline(Path(directory), float(interval), multi_contour == "1", multi_iou == "1")
+        return
+    if args.phases:
+        print(f"CPU ms per map, {args.num_maps} maps of each family, interval 0.01, one GT box")
+        print()
+        table = {family: kernel_phases(family, args.num_maps) for family in args.families}
+        names = list(next(iter(table.values())))
+        print("| maps | " + " | ".join(names) + " |")
+        print("|---" * (len(names) + 1) + "|")
+        for family, phases in table.items():
+            print(f"| {family} | " + " | ".join(f"{value:.3f}" for value in phases.values()) + " |")
         return
     rows, described = [], []
     # Maps in RAM where there is a tmpfs, and one untimed run before each timed row: this machine's
