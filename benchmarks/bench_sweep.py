@@ -11,7 +11,8 @@ then prints a Markdown table of, per value, the mean ± standard deviation over 
 
 and the margins that say whether the optimum is real: best value minus plain CAM (0) and minus the
 largest cells, each against twice the larger seed spread of the two, and the same margin per seed
-(same seed, same initialization and batch order: a paired difference). It writes the curve with error
+(same seed, same initialization and batch order: a paired difference) against twice the spread of
+those per-seed differences. It writes the curve with error
 bars to ``--png``. Runs ``--jobs`` fits at a time (``benchmarks/fit_runs.py``); an interrupted sweep
 resumes from ``<out>/results.jsonl``. Any other flag is a fit.py flag applied to every run. Not a
 timed test: 30 fits of about a minute each on 2 cores.
@@ -87,8 +88,10 @@ def print_table(rows: List[Dict], grid: Sequence[float]) -> None:
                 bound = 2 * max(spread[top], spread[other])
                 paired = {r["seed"]: value(r) for r in _group(rows, top)}
                 differences = [paired[r["seed"]] - value(r) for r in _group(rows, other) if r["seed"] in paired]
+                paired_spread = statistics.stdev(differences) if len(differences) > 1 else 0.0
                 lines.append(f"{margin:+.2f} over {other:.1f} (twice the larger seed spread: {bound:.2f}; "
-                             f"per seed {', '.join(f'{d:+.2f}' for d in differences)})")
+                             f"per seed {', '.join(f'{d:+.2f}' for d in differences)}, twice their spread: "
+                             f"{2 * paired_spread:.2f})")
         print("; ".join(lines))
 
 
