@@ -203,7 +203,7 @@ class _Stepper:
 
     def __init__(self, module: WSOLModule, device: torch.device, precision: str) -> None:
         self.module, self.device, self.precision = module, device, precision
-        self.optimizer = module.configure_optimizers()["optimizer"]
+        self.optimizer = module.build_optimizer()  # the schedule needs a Trainer; one step of it costs nothing
         self.scaler = torch.amp.GradScaler(device.type) if precision == "16-mixed" else None
         module.train()
 

@@ -19,8 +19,8 @@ install() {
     # uv (from PyPI, into the venv) unpacks the ~6 GB of wheels in parallel: 17 s here, where pip takes 44 s.
     # It reads no pip configuration, so pip's constraint (and index) are handed over. pip is the fallback.
     local uv_args=() constraint index
-    constraint="$("$venv/bin/python" -m pip config get global.constraint 2>/dev/null || true)"
-    index="$("$venv/bin/python" -m pip config get global.index-url 2>/dev/null || true)"
+    constraint="${PIP_CONSTRAINT:-$("$venv/bin/python" -m pip config get global.constraint 2>/dev/null || true)}"
+    index="${PIP_INDEX_URL:-$("$venv/bin/python" -m pip config get global.index-url 2>/dev/null || true)}"
     [ -n "$constraint" ] && uv_args+=(--constraint "$constraint")
     [ -n "$index" ] && uv_args+=(--index-url "$index")
     if [ "${WSOL_NO_UV:-0}" != 1 ] && "$venv/bin/python" -m pip install -q uv 2>/dev/null \

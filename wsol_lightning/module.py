@@ -247,17 +247,21 @@ class WSOLModule(LightningModule):
     def on_train_epoch_end(self) -> None:  # noqa: D102
         self._check_deferred_loss()
 
-    def configure_optimizers(self):  # noqa: D102
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        """SGD over two groups: the backbone at ``lr``, the method's new layers at ``lr * lr_classifier_ratio``."""
         prefixes = self.method.new_layer_prefixes()
         new_params, old_params = [], []
         for name, parameter in self.method.named_parameters():
             (new_params if any(name.startswith(p) for p in prefixes) else old_params).append(parameter)
         groups = [{"params": old_params, "lr": self.hparams.lr},
                   {"params": new_params, "lr": self.hparams.lr * self.hparams.lr_classifier_ratio}]
-        optimizer = torch.optim.SGD([g for g in groups if g["params"]], lr=self.hparams.lr,
-                                    momentum=self.hparams.momentum, weight_decay=self.hparams.weight_decay,
-                                    nesterov=self.hparams.momentum > 0)
-        if self.hparams.lr_schedule == "cosine":
+        return torch.optim.SGD([g for g in groups if g["params"]], lr=self.hparams.lr,
+                               momentum=self.hparams.momentum, weight_decay=self.hparams.weight_decay,
+                               nesterov=self.hparams.momentum > 0)
+
+    def configure_optimizers(self):  # noqa: D102
+        optimizer = self.build_optimizer()
+        if self.hparams.lr_schedule == "cosine":  # over the run's steps: needs the trainer
             total_steps = max(1, int(self.trainer.estimated_stepping_batches))
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
