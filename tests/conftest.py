@@ -102,6 +102,7 @@ def _plan(item) -> tuple:
     return (0 if slow or group == "fitted_run" else 1, rank), group
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the groups into the node ids
 def pytest_collection_modifyitems(config, items):
     """Order the tests for a parallel run and tell pytest-xdist (``--dist loadgroup``) what runs together."""
     plans = {item.nodeid: _plan(item) for item in items}

@@ -186,7 +186,11 @@ def fit_and_test(run: Run, test: bool = True, figure: bool = True) -> Dict[str, 
     Returns:
         The logged metrics (``val/...`` of the last epoch, ``test/...``) as floats.
     """
-    run.trainer.fit(run.model, datamodule=run.datamodule, ckpt_path=run.ckpt_path, weights_only=True)
+    with warnings.catch_warnings():
+        if run.ckpt_path is not None:  # a resumed run continues in its own, non-empty checkpoint folder
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty",
+                                    category=UserWarning)
+        run.trainer.fit(run.model, datamodule=run.datamodule, ckpt_path=run.ckpt_path, weights_only=True)
     metrics = {k: float(v) for k, v in run.trainer.callback_metrics.items()}
     if test:
         callback = run.trainer.checkpoint_callback

@@ -6,7 +6,7 @@ import signal
 import pytest
 from optuna.trial import TrialState
 
-from tune_support import load, output, pythonpath, start_tune, trials_now, wait_until
+from tune_support import TINY, load, output, pythonpath, start_tune, trials_now, wait_until
 
 pytestmark = pytest.mark.slow
 #: Loaded by the second run (PYTHONPATH): recording an interrupted trial takes a minute, as on a storage that
@@ -43,7 +43,9 @@ def finished(study) -> dict:
     return {t.number: (t.state, t.value, t.params, t.datetime_complete) for t in study.trials if t.state.is_finished()}
 
 
-def test_ctrl_c_fails_the_running_trial_and_the_same_command_resumes(tmp_path):
+def test_ctrl_c_fails_the_running_trial_and_the_same_command_resumes(tmp_path, capsys):
+    from wsol_lightning.tuning.main import main as tune_main
+
     study_dir, data = tmp_path / "study", tmp_path / "data"
     storage = f"sqlite:///{study_dir}/optuna.db"
     args = ["--study-dir", str(study_dir), "--no-plots", "--trainer.max_epochs", "5",
@@ -62,15 +64,17 @@ def test_ctrl_c_fails_the_running_trial_and_the_same_command_resumes(tmp_path):
     assert queued.state == TrialState.WAITING and queued.params == interrupted.params
     kept = finished(study)
 
-    # The same command resumes at once with the interrupted values and finishes the budget exactly.
-    second = start_tune(*args, "--n-trials", "3", cwd=tmp_path, data_root=data, log="second")
-    assert second.wait(timeout=300) == 0, output(second)[-3000:]
+    # The same command resumes at once with the interrupted values and finishes the budget exactly (run in this
+    # process, through the main() tune.py calls: a new interpreter costs ~5 s of imports).
+    capsys.readouterr()
+    assert tune_main([*TINY, "--data.data_root", str(data), *args, "--n-trials", "3"]) == 0
+    second = capsys.readouterr().out
     study = load(storage, "wsol-tune")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE,
                                                TrialState.COMPLETE]
-    assert study.trials[2].params == interrupted.params and "waiting for" not in output(second)
+    assert study.trials[2].params == interrupted.params and "waiting for" not in second
     assert {n: v for n, v in finished(study).items() if n < 2} == kept  # completed trials untouched
-    assert "Number of finished trials: 4" in output(second) and "failed: 1 (1 of them re-queued" in output(second)
+    assert "Number of finished trials: 4" in second and "failed: 1 (1 of them re-queued" in second
     kept = finished(study)
 
     # A second Ctrl-C during shutdown (made slow by the hook) exits at once, losing no completed trial.

@@ -12,7 +12,7 @@ import subprocess
 import pytest
 from optuna.trial import TrialState
 
-from tune_support import load, output, run_tune, start_tune, trials_now, tune_command, wait_until
+from tune_support import TINY, load, output, run_tune, start_tune, trials_now, tune_command, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # two workers on two cores
@@ -39,7 +39,7 @@ def test_two_workers_share_the_budget_exactly(tmp_path, postgres_url, study_name
     assert sorted(int(n) for numbers in ran for n in numbers) == [0, 1, 2, 3]
 
 
-def test_sigkilled_worker_trial_is_failed_and_retried_by_another(tmp_path, postgres_url, study_name):
+def test_sigkilled_worker_trial_is_failed_and_retried_by_another(tmp_path, postgres_url, study_name, capsys):
     args = ["--storage", postgres_url, "--study-name", study_name, "--n-trials", "3", "--no-plots",
             "--heartbeat-interval", "1", "--grace-period", "4", "--study-dir", str(tmp_path / "study")]
     victim = start_tune(*args, "--trainer.max_epochs", "4", cwd=tmp_path, data_root=tmp_path / "data", env=ONE_THREAD,
@@ -66,7 +66,11 @@ def test_sigkilled_worker_trial_is_failed_and_retried_by_another(tmp_path, postg
     assert (state.done, state.running, state.waiting) == (3, 0, 0)
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 3
 
-    # Rerunning the same command resumes the study: it is complete, nothing is lost or added.
-    rerun = run_tune(*args, cwd=tmp_path, data_root=tmp_path / "data")
-    assert rerun.returncode == 0 and "Number of finished trials: 4" in rerun.stdout
+    # Rerunning the same command resumes the study: it is complete, nothing is lost or added (run through the
+    # main() tune.py calls, in this process: a new interpreter costs ~5 s of imports).
+    from wsol_lightning.tuning.main import main as tune_main
+
+    capsys.readouterr()
+    assert tune_main([*TINY, "--data.data_root", str(tmp_path / "data"), *args]) == 0
+    assert "Number of finished trials: 4" in capsys.readouterr().out
     assert len(load(postgres_url, study_name).trials) == len(study.trials)

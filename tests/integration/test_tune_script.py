@@ -1,12 +1,9 @@
 """scripts/tune.py end to end on tiny data: records, enqueue, divergence, reproduction, resume, refusals."""
 
 import re
-import subprocess
-import sys
-
 import pytest
 
-from tune_support import ROOT, load, run_tune
+from tune_support import TINY, load, run_tune
 
 SPACE = """
 parameters:
@@ -16,7 +13,7 @@ parameters:
 
 
 @pytest.mark.slow
-def test_study_records_reproduces_and_resumes(tmp_path):
+def test_study_records_reproduces_and_resumes(tmp_path, capsys):
     data, study_dir = tmp_path / "data", tmp_path / "study"
     space = tmp_path / "space.yaml"
     space.write_text(SPACE)
@@ -42,22 +39,26 @@ def test_study_records_reproduces_and_resumes(tmp_path):
     assert first.user_attrs["checkpoint"].endswith("last.ckpt")
     assert (study_dir / "trial-0000").is_dir() and (study_dir / "trial-0000" / first.user_attrs["checkpoint"]).exists()
 
-    # fit.py --config <a trial's config> reproduces that trial.
-    repro = subprocess.run([sys.executable, str(ROOT / "scripts" / "fit.py"), "--config", first.user_attrs["config"],
-                            "--run_dir", str(tmp_path / "repro")], cwd=tmp_path, capture_output=True, text=True,
-                           timeout=300)
-    assert repro.returncode == 0, repro.stderr[-3000:]
-    assert re.search(rf"val/localization +{first.value:.2f}\b", repro.stdout), (first.value, repro.stdout)
+    # fit.py --config <a trial's config> reproduces that trial. This and the resumes below run in this process
+    # (the same main() the scripts call): a new interpreter costs ~5 s of imports, the first run tested the script.
+    from wsol_lightning.fit import main as fit_main
+    from wsol_lightning.tuning.main import main as tune_main
+
+    capsys.readouterr()
+    assert fit_main(["--config", first.user_attrs["config"], "--run_dir", str(tmp_path / "repro")]) == 0
+    repro = capsys.readouterr().out
+    assert re.search(rf"val/localization +{first.value:.2f}\b", repro), (first.value, repro)
 
     # The same command with a larger --n-trials resumes the study; the enqueued values are not run again.
-    again = run_tune("--study-dir", str(study_dir), "--n-trials", "4", "--search-space", str(space), "--no-plots",
-                     "--enqueue", "bg_grid_size=0.4,lr=0.02", "--enqueue", "bg_grid_size=0", cwd=tmp_path, data_root=data)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "resumed, 3 trials" in again.stdout and re.search(r"trial +3 ", again.stdout)
+    common = [*TINY, "--data.data_root", str(data), "--study-dir", str(study_dir), "--search-space", str(space),
+              "--no-plots"]
+    assert tune_main([*common, "--n-trials", "4", "--enqueue", "bg_grid_size=0.4,lr=0.02",
+                      "--enqueue", "bg_grid_size=0"]) == 0
+    again = capsys.readouterr().out
+    assert "resumed, 3 trials" in again and re.search(r"trial +3 ", again), again
     assert len(load(storage, "wsol-tune").trials) == 4
-    done = run_tune("--study-dir", str(study_dir), "--n-trials", "4", "--search-space", str(space), "--no-plots",
-                    cwd=tmp_path, data_root=data)
-    assert done.returncode == 0 and not re.search(r"^trial +\d", done.stdout, re.M)
+    assert tune_main([*common, "--n-trials", "4"]) == 0
+    assert not re.search(r"^trial +\d", capsys.readouterr().out, re.M)
     assert len(load(storage, "wsol-tune").trials) == 4
 
 

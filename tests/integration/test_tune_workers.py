@@ -6,7 +6,7 @@ import signal
 import pytest
 from optuna.trial import TrialState
 
-from tune_support import load, output, pythonpath, run_tune, start_tune, trials_now, wait_until
+from tune_support import TINY, load, output, pythonpath, start_tune, trials_now, wait_until
 
 pytestmark = pytest.mark.slow
 #: Loaded by the first run's processes (PYTHONPATH): from its second epoch on, a trial waits (sleeping, no CPU)
@@ -31,6 +31,8 @@ WSOLModule.training_step = _held
 
 
 def test_two_workers_share_the_budget_and_one_sigterm_stops_both(tmp_path):
+    from wsol_lightning.tuning.main import main as tune_main
+
     study_dir, data = tmp_path / "study", tmp_path / "data"
     storage = f"sqlite:///{study_dir}/optuna.db"
     args = ["--study-dir", str(study_dir), "--no-plots", "--workers", "2", "--n-trials", "4",
@@ -60,8 +62,9 @@ def test_two_workers_share_the_budget_and_one_sigterm_stops_both(tmp_path):
     waiting = sorted(t.params["lr"] for t in study.trials if t.state == TrialState.WAITING)
     assert waiting == sorted(t.params["lr"] for t in interrupted)
 
-    second = run_tune(*args, cwd=tmp_path, data_root=data)
-    assert second.returncode == 0, second.stderr[-3000:]
+    # The same command again, its supervisor in this process (through the main() tune.py calls: a new interpreter
+    # costs ~5 s of imports); its two workers are processes of their own, as always.
+    assert tune_main([*TINY, "--data.data_root", str(data), *args]) == 0
     study = load(storage, "wsol-tune")
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 4 and len(study.trials) == 6  # 4 counted + the 2 interrupted, re-run as copies

@@ -67,11 +67,21 @@ def pythonpath(*paths: Path) -> str:
     return os.pathsep.join([*map(str, paths), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]])
 
 
+#: One RDBStorage per URL for the life of the test process: opening one (engine, schema and version checks)
+#: costs ~60 ms of CPU, reading a study through an open one ~10 ms; tests poll the storage 5 times a second.
+_OPEN: dict = {}
+
+
 def load(storage: str, name: str) -> optuna.Study:
     from wsol_lightning.tuning.study import normalize_url
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.load_study(study_name=name, storage=normalize_url(storage))
+    url = normalize_url(storage)
+    if url.startswith(("sqlite", "postgresql")):
+        if url not in _OPEN:
+            _OPEN[url] = optuna.storages.RDBStorage(url)
+        return optuna.load_study(study_name=name, storage=_OPEN[url])
+    return optuna.load_study(study_name=name, storage=url)
 
 
 def trials_now(storage: str, name: str = "wsol-tune") -> list:
@@ -91,13 +101,16 @@ def trials_now(storage: str, name: str = "wsol-tune") -> list:
 RANK_HOOK = """
 import json
 import os
+import sys
 
-import optuna
-import torch
+_HOOKED = not any("resource_tracker" in arg for arg in sys.orig_argv)  # not multiprocessing's helper: it trains
+if _HOOKED:  # nothing, and importing torch there would cost it seconds
+    import optuna
+    import torch
 
-from wsol_lightning.module import WSOLModule
+    from wsol_lightning.module import WSOLModule
 
-_epoch_start = WSOLModule.on_train_epoch_start
+    _epoch_start = WSOLModule.on_train_epoch_start
 
 
 def _logged(self):
@@ -113,9 +126,9 @@ def _logged(self):
     return _epoch_start(self)
 
 
-if os.environ.get("WSOL_TEST_RANK_LOG"):
+if _HOOKED and os.environ.get("WSOL_TEST_RANK_LOG"):
     WSOLModule.on_train_epoch_start = _logged
-if os.environ.get("WSOL_TEST_PRUNE_TRIAL"):
+if _HOOKED and os.environ.get("WSOL_TEST_PRUNE_TRIAL"):
     optuna.pruners.MedianPruner.prune = lambda self, study, trial: trial.number == int(
         os.environ["WSOL_TEST_PRUNE_TRIAL"])
 """
