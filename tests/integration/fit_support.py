@@ -1,7 +1,8 @@
 """One short fit.py run shared by the resume and predict tests, and helpers to read runs back.
 
-The run (3 epochs of the tiny default data, cosine learning rate, lr 0.05) is chosen so that its best
-epoch (1) is not its last (2): a test of "the best checkpoint" and one of "the last weights" differ.
+The run (3 epochs of the tiny default data, cosine learning rate, lr 0.05, ``--bg-grid-size 0.4`` as the
+README's first command spells it) is chosen so that its best epoch (0) is not its last (2): a test of "the best
+checkpoint" and one of "the last weights" differ.
 """
 
 import subprocess
@@ -16,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--data.synthetic_num_train", "64", "--data.synthetic_num_val", "32", "--data.synthetic_num_test", "32",
         "--data.batch_size", "16", "--trainer.enable_progress_bar", "false"]
 #: The shared run's settings (besides --data.data_root and --run_dir).
-RUN_ARGS = [*TINY, "--trainer.max_epochs", "3", "--model.lr_schedule", "cosine", "--model.lr", "0.05"]
+RUN_ARGS = [*TINY, "--trainer.max_epochs", "3", "--model.lr_schedule", "cosine", "--model.lr", "0.05",
+            "--bg-grid-size", "0.4"]
 
 
 def script(name: str) -> List[str]:

@@ -24,12 +24,10 @@ def run_fit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.slow
-def test_fit_trains_tests_and_writes_the_run_directory(tmp_path):
-    result = run_fit("--bg-grid-size", "0.4", "--trainer.max_epochs", "2", "--data.data_root", str(tmp_path / "data"),
-                     "--run_dir", str(tmp_path / "run"), *TINY, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert f"run directory: {tmp_path / 'run'}" in result.stdout
+def test_fit_trains_tests_and_writes_the_run_directory(fitted_run):
+    """The shared fit.py run (tests/integration/fit_support.py: 3 epochs, ``--bg-grid-size 0.4``)."""
+    result, run = fitted_run, fitted_run.run_dir
+    assert f"run directory: {run}" in result.stdout
     printed = dict(line.split() for line in result.stdout.splitlines() if line.startswith("  val/")
                    or line.startswith("  test/"))
     names = ("top1", "MaxBoxAcc", "MaxBoxAccV2", "MaxBoxAccV2_IoU30", "MaxBoxAccV2_IoU50", "MaxBoxAccV2_IoU70",
@@ -45,8 +43,8 @@ def test_fit_trains_tests_and_writes_the_run_directory(tmp_path):
         assert value["localization"] == value["MaxBoxAccV2"]  # a box dataset: localization is MaxBoxAccV2
         assert ious[0] >= ious[1] >= ious[2] and ious[1] >= value["MaxBoxAcc"]  # every contour >= the largest
         assert value["top1_loc"] <= min(value["top1"], value["MaxBoxAcc"]) and 0 < value["PxAP"] < 100
-    version = tmp_path / "run" / "lightning_logs" / "version_0"
-    grid = cv2.imread(str(tmp_path / "run" / "cam_grid.png"))
+    version = fitted_run.version_dir
+    grid = cv2.imread(str(run / "cam_grid.png"))
     assert grid.shape == (4 * 3 * 80, 4 * 3 * 80, 3)  # 16 val images in 4 x 4 cells of 3 inches at 80 dpi
     assert (version / "config.yaml").read_text().count("bg_grid_size: 0.4") == 2
     checkpoints = sorted(p.name for p in (version / "checkpoints").iterdir())
@@ -54,7 +52,7 @@ def test_fit_trains_tests_and_writes_the_run_directory(tmp_path):
     checkpoint = torch.load(version / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert checkpoint["hyper_parameters"]["bg_grid_size"] == 0.4
     assert checkpoint["hyper_parameters"]["wsol_method"] == "has"
-    assert checkpoint["epoch"] == 1
+    assert checkpoint["epoch"] == 2
 
 
 def test_out_of_range_flag_is_refused_in_one_line(tmp_path):
