@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.fit_support import fitted_run  # noqa: F401  (one fit.py run shared by the fit, resume and predict tests)
+from tests.integration.fit_support import fitted_run  # noqa: F401  (one fit.py run shared by fit/resume/predict tests)
 
 ROOT = Path(__file__).resolve().parents[2]
 
