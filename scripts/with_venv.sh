@@ -34,7 +34,7 @@ install() {
 }
 
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "[with_venv] installing into $venv (once; about 35 s)" >&2
+    echo "[with_venv] installing into $venv (once; about a minute)" >&2
     [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
     install
     # Byte-compiled on every core: with PYTHONDONTWRITEBYTECODE set, as on these machines, nothing else would
