@@ -1,6 +1,4 @@
-"""tune.py's Optuna side without training: storages, study creation, budget, seeds, DDP handoff, refusals."""
-
-import json
+"""tune.py's Optuna side without training: storages, study creation, budget, seeds, samplers and pruners, refusals (the DDP handoff: tests/integration/test_tune_ddp.py)."""
 
 import optuna
 import pytest
@@ -9,7 +7,6 @@ from optuna.trial import TrialState
 
 from tests.one_line import one_line_error
 from wsol_lightning.errors import WSOLInputError
-from wsol_lightning.tuning import ddp
 from wsol_lightning.tuning.space import default_search_space
 from wsol_lightning.tuning.study import (OVER_BUDGET_KEY, budget, create_or_load_study, enqueue_once,
                                          is_over_budget, make_pruner, make_sampler, open_storage, redact,

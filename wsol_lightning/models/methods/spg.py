@@ -58,8 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsol_lightning.errors import WSOLInputError
-from wsol_lightning.models.backbones import (Backbone, InceptionV3Backbone, ResNet50Backbone, SmallBackbone,
-                                             VGG16Backbone)
+from wsol_lightning.models.backbones import InceptionV3Backbone, ResNet50Backbone, SmallBackbone, VGG16Backbone
 from wsol_lightning.models.methods.base import HyperParameter, TrainingBatch, WSOLMethod
 from wsol_lightning.models.methods.common import (autocast_off, heads_at_classifier_lr, mixed_cross_entropy,
                                                  normalize_per_map, strip_cam_layer)
