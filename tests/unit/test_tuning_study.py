@@ -1,4 +1,7 @@
-"""tune.py's Optuna side without training: storages, study creation, budget, seeds, samplers and pruners, refusals (the DDP handoff: tests/integration/test_tune_ddp.py)."""
+"""tune.py's Optuna side without training: storages, study creation, budget, seeds, samplers and pruners, refusals.
+
+The DDP handoff is tested by tests/integration/test_tune_ddp.py.
+"""
 
 import optuna
 import pytest
