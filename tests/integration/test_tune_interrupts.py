@@ -6,7 +6,7 @@ import signal
 import pytest
 from optuna.trial import TrialState
 
-from tune_support import TINY, load, output, pythonpath, start_tune, trials_now, wait_until
+from tune_support import load, output, pythonpath, start_tune, trials_now, tune_here, wait_until
 
 pytestmark = pytest.mark.slow
 #: Loaded by the second run (PYTHONPATH): recording an interrupted trial takes a minute, as on a storage that
@@ -44,8 +44,6 @@ def finished(study) -> dict:
 
 
 def test_ctrl_c_fails_the_running_trial_and_the_same_command_resumes(tmp_path, capsys):
-    from wsol_lightning.tuning.main import main as tune_main
-
     study_dir, data = tmp_path / "study", tmp_path / "data"
     storage = f"sqlite:///{study_dir}/optuna.db"
     args = ["--study-dir", str(study_dir), "--no-plots", "--trainer.max_epochs", "5",
@@ -64,10 +62,9 @@ def test_ctrl_c_fails_the_running_trial_and_the_same_command_resumes(tmp_path, c
     assert queued.state == TrialState.WAITING and queued.params == interrupted.params
     kept = finished(study)
 
-    # The same command resumes at once with the interrupted values and finishes the budget exactly (run in this
-    # process, through the main() tune.py calls: a new interpreter costs ~5 s of imports).
+    # The same command resumes at once with the interrupted values and finishes the budget exactly (in this process).
     capsys.readouterr()
-    assert tune_main([*TINY, "--data.data_root", str(data), *args, "--n-trials", "3"]) == 0
+    assert tune_here(*args, "--n-trials", "3", data_root=data) == 0
     second = capsys.readouterr().out
     study = load(storage, "wsol-tune")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE,

@@ -11,7 +11,7 @@ import signal
 import pytest
 from optuna.trial import TrialState
 
-from tune_support import TINY, load, output, pythonpath, start_tune, trials_now, wait_until
+from tune_support import hold_hook, load, output, pythonpath, start_tune, trials_now, tune_here, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -22,26 +22,6 @@ def counted(study):
     return budget(study)
 
 
-#: Loaded by the victim only (PYTHONPATH): from its second epoch on, its trial waits (sleeping) until it is
-#: killed, so the kill surely lands mid-trial, however fast the other worker is.
-HOLD_FOREVER = """
-import time
-
-from wsol_lightning.module import WSOLModule
-
-_step = WSOLModule.training_step
-
-
-def _held(self, batch, batch_idx):
-    while self.current_epoch >= 1:
-        time.sleep(0.05)
-    return _step(self, batch, batch_idx)
-
-
-WSOLModule.training_step = _held
-"""
-
-
 def test_two_workers_share_the_budget_and_a_sigkilled_one_s_trial_is_retried(tmp_path, postgres_url, study_name,
                                                                               capsys):
     """Two tune.py processes on one study: one is SIGKILLed mid-trial while the other trains; the other fails
@@ -49,9 +29,7 @@ def test_two_workers_share_the_budget_and_a_sigkilled_one_s_trial_is_retried(tmp
     exactly; rerunning the command adds nothing."""
     args = ["--storage", postgres_url, "--study-name", study_name, "--n-trials", "4", "--no-plots",
             "--heartbeat-interval", "1", "--grace-period", "4", "--study-dir", str(tmp_path / "study")]
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(HOLD_FOREVER)
+    hook = hold_hook(tmp_path)  # the victim's trial waits from its second epoch until the kill
     victim = start_tune(*args, cwd=tmp_path, data_root=tmp_path / "data", log="victim",
                         env={"OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath(hook)})
 
@@ -84,11 +62,8 @@ def test_two_workers_share_the_budget_and_a_sigkilled_one_s_trial_is_retried(tmp
     assert sorted(int(n) for n in re.findall(r"^trial +(\d+) ", output(survivor), re.M)) == \
         sorted(t.number for t in complete)  # the survivor printed each trial it finished, and only those
 
-    # Rerunning the same command resumes the study: it is complete, nothing is lost or added (run through the
-    # main() tune.py calls, in this process: a new interpreter costs ~5 s of imports).
-    from wsol_lightning.tuning.main import main as tune_main
-
+    # Rerunning the same command resumes the study: it is complete, nothing is lost or added (in this process).
     capsys.readouterr()
-    assert tune_main([*TINY, "--data.data_root", str(tmp_path / "data"), *args]) == 0
+    assert tune_here(*args, data_root=tmp_path / "data") == 0
     assert "Number of finished trials: 5" in capsys.readouterr().out
     assert len(load(postgres_url, study_name).trials) == len(study.trials)

@@ -3,7 +3,8 @@
 import re
 import pytest
 
-from tune_support import TINY, load, run_tune
+from tune_support import load, run_tune, tune_here
+from wsol_lightning.fit import main as fit_main
 
 SPACE = """
 parameters:
@@ -41,23 +42,19 @@ def test_study_records_reproduces_and_resumes(tmp_path, capsys):
 
     # fit.py --config <a trial's config> reproduces that trial. This and the resumes below run in this process
     # (the same main() the scripts call): a new interpreter costs ~5 s of imports, the first run tested the script.
-    from wsol_lightning.fit import main as fit_main
-    from wsol_lightning.tuning.main import main as tune_main
-
     capsys.readouterr()
     assert fit_main(["--config", first.user_attrs["config"], "--run_dir", str(tmp_path / "repro")]) == 0
     repro = capsys.readouterr().out
     assert re.search(rf"val/localization +{first.value:.2f}\b", repro), (first.value, repro)
 
     # The same command with a larger --n-trials resumes the study; the enqueued values are not run again.
-    common = [*TINY, "--data.data_root", str(data), "--study-dir", str(study_dir), "--search-space", str(space),
-              "--no-plots"]
-    assert tune_main([*common, "--n-trials", "4", "--enqueue", "bg_grid_size=0.4,lr=0.02",
-                      "--enqueue", "bg_grid_size=0"]) == 0
+    common = ["--study-dir", str(study_dir), "--search-space", str(space), "--no-plots"]
+    assert tune_here(*common, "--n-trials", "4", "--enqueue", "bg_grid_size=0.4,lr=0.02",
+                     "--enqueue", "bg_grid_size=0", data_root=data) == 0
     again = capsys.readouterr().out
     assert "resumed, 3 trials" in again and re.search(r"trial +3 ", again), again
     assert len(load(storage, "wsol-tune").trials) == 4
-    assert tune_main([*common, "--n-trials", "4"]) == 0
+    assert tune_here(*common, "--n-trials", "4", data_root=data) == 0
     assert not re.search(r"^trial +\d", capsys.readouterr().out, re.M)
     assert len(load(storage, "wsol-tune").trials) == 4
 

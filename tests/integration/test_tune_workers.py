@@ -6,40 +6,19 @@ import signal
 import pytest
 from optuna.trial import TrialState
 
-from tune_support import TINY, load, output, pythonpath, start_tune, trials_now, wait_until
+from tune_support import hold_hook, load, output, pythonpath, start_tune, trials_now, tune_here, wait_until
 
 pytestmark = pytest.mark.slow
-#: Loaded by the first run's processes (PYTHONPATH): from its second epoch on, a trial waits (sleeping, no CPU)
-#: until tune.py is asked to stop, so both workers are surely mid-trial when the signal lands.
-HOLD_UNTIL_INTERRUPTED = """
-import time
-
-from wsol_lightning.module import WSOLModule
-from wsol_lightning.tuning import interrupts
-
-_step = WSOLModule.training_step
-
-
-def _held(self, batch, batch_idx):
-    while self.current_epoch >= 1 and interrupts.requested() is None:
-        time.sleep(0.05)
-    return _step(self, batch, batch_idx)
-
-
-WSOLModule.training_step = _held
-"""
 
 
 def test_two_workers_share_the_budget_and_one_sigterm_stops_both(tmp_path):
-    from wsol_lightning.tuning.main import main as tune_main
-
     study_dir, data = tmp_path / "study", tmp_path / "data"
     storage = f"sqlite:///{study_dir}/optuna.db"
     args = ["--study-dir", str(study_dir), "--no-plots", "--workers", "2", "--n-trials", "4",
             "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "1"]
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(HOLD_UNTIL_INTERRUPTED)
+    # The first run's trials wait from their second epoch until tune.py is asked to stop, so both workers are
+    # surely mid-trial when the signal lands.
+    hook = hold_hook(tmp_path, held="interrupts.requested() is None")
 
     def both_mid_training() -> bool:
         return "study directory:" in output(first) and sum(
@@ -62,9 +41,8 @@ def test_two_workers_share_the_budget_and_one_sigterm_stops_both(tmp_path):
     waiting = sorted(t.params["lr"] for t in study.trials if t.state == TrialState.WAITING)
     assert waiting == sorted(t.params["lr"] for t in interrupted)
 
-    # The same command again, its supervisor in this process (through the main() tune.py calls: a new interpreter
-    # costs ~5 s of imports); its two workers are processes of their own, as always.
-    assert tune_main([*TINY, "--data.data_root", str(data), *args]) == 0
+    # The same command again, its supervisor in this process; its two workers are processes of their own.
+    assert tune_here(*args, data_root=data) == 0
     study = load(storage, "wsol-tune")
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 4 and len(study.trials) == 6  # 4 counted + the 2 interrupted, re-run as copies

@@ -20,8 +20,24 @@ TINY = ["--data.synthetic_num_train", "32", "--data.synthetic_num_val", "16", "-
         "--n-startup-trials", "5"]
 
 
+def tune_args(*args: str, data_root: Path) -> list:
+    """tune.py's arguments in these tests: :data:`TINY`, the data root, then ``args``."""
+    return [*TINY, "--data.data_root", str(data_root), *args]
+
+
 def tune_command(*args: str, data_root: Path) -> list:
-    return [sys.executable, str(ROOT / "scripts" / "tune.py"), *TINY, "--data.data_root", str(data_root), *args]
+    return [sys.executable, str(ROOT / "scripts" / "tune.py"), *tune_args(*args, data_root=data_root)]
+
+
+def tune_here(*args: str, data_root: Path) -> int:
+    """:func:`run_tune`'s run through the ``main()`` tune.py calls, in this process; returns its exit status.
+
+    For a step that tests no signal, exit status or output stream of a process of its own: a new interpreter
+    costs ~5 s of CPU in imports. Read what it printed with pytest's ``capsys``.
+    """
+    from wsol_lightning.tuning.main import main
+
+    return main(tune_args(*args, data_root=data_root))
 
 
 def run_tune(*args: str, cwd: Path, data_root: Path, env=None, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -139,6 +155,40 @@ def rank_hook(tmp_path: Path, extra: str = "") -> Path:
     hook = tmp_path / "hook"
     hook.mkdir(exist_ok=True)
     (hook / "sitecustomize.py").write_text(RANK_HOOK + extra)
+    return hook
+
+
+#: From its second epoch on, a trial's training step waits (sleeping, no CPU) while ``{held}`` holds: the test
+#: then surely stops or kills the process mid-trial, however fast the other processes are.
+HOLD_TRAINING = """
+import time
+
+from wsol_lightning.module import WSOLModule
+from wsol_lightning.tuning import interrupts
+
+_step = WSOLModule.training_step
+
+
+def _held(self, batch, batch_idx):
+    while self.current_epoch >= 1 and ({held}):
+        time.sleep(0.05)
+    return _step(self, batch, batch_idx)
+
+
+WSOLModule.training_step = _held
+"""
+
+
+def hold_hook(tmp_path: Path, held: str = "True") -> Path:
+    """A directory holding :data:`HOLD_TRAINING` as ``sitecustomize.py`` (put it on a process's PYTHONPATH).
+
+    Args:
+        held: a Python condition, evaluated in the trial's process (``interrupts`` is imported): the trial
+            waits while it holds; ``"True"``: until the process is killed.
+    """
+    hook = tmp_path / "hold-hook"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(HOLD_TRAINING.replace("{held}", held))
     return hook
 
 
