@@ -82,18 +82,17 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     studies = [load_curves(storage, args.study) for storage in args.storages]
-    for name, curves, _ in studies:
-        print(f"{name}: {len(curves)} complete trials, {sum(map(len, curves))} epochs")
+    # What each study trained and found without pruning: the reference of every setting below.
+    unpruned = [replay(curves, optuna.pruners.NopPruner(), direction) for _, curves, direction in studies]
+    for (name, curves, _), (epochs, _) in zip(studies, unpruned):
+        print(f"{name}: {len(curves)} complete trials, {epochs} epochs")
     print("\n| pruner | n_startup_trials | n_warmup_steps | epochs saved per study | all | best value change |")
     print("|---|---|---|---|---|---|")
     for percentile, startup, warmup in itertools.product(args.percentiles, args.startup, args.warmup):
         name = "median" if percentile == 50.0 else "percentile"
         rows = []
-        for _, curves, direction in studies:
-            pruner = make_pruner(name, startup, warmup, 1, percentile=percentile)
-            epochs, best = replay(curves, pruner, direction)
-            full = sum(map(len, curves))
-            _, full_best = replay(curves, optuna.pruners.NopPruner(), direction)
+        for (_, curves, direction), (full, full_best) in zip(studies, unpruned):
+            epochs, best = replay(curves, make_pruner(name, startup, warmup, 1, percentile=percentile), direction)
             rows.append((epochs, full, best - full_best))
         saved = " / ".join(f"{1 - e / f:.0%}" for e, f, _ in rows)
         overall = 1 - sum(e for e, _, _ in rows) / sum(f for _, f, _ in rows)
