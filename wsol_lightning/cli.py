@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, NoReturn, Optional, Sequence
 
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -40,6 +41,8 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from wsol_lightning.checkpoint_io import use_atomic_checkpoints
 from wsol_lightning.data.datamodule import WSOLDataModule
+from wsol_lightning.errors import WSOLInputError
+from wsol_lightning.files import check_writable
 from wsol_lightning.module import MONITOR, WSOLModule
 from wsol_lightning.resume import LastCheckpoint, RandomStateCallback, check_resumable, read_checkpoint, \
     resolve_checkpoint, run_layout
@@ -61,6 +64,35 @@ def new_run_dir(prefix: str = "fit", root: str = "runs") -> str:
         suffix += 1
         candidate = os.path.join(root, f"{prefix}-{stamp}-{suffix}")
     return candidate
+
+
+def one_line_parser_error(message: str) -> str:
+    """jsonargparse's error message as one line that starts with the flag at fault.
+
+    ``Parser key "model.lr":`` + detail lines (``Given value: abc`` among them)
+    becomes ``--model.lr abc: <details joined by "; ">``; other messages have
+    their lines joined.
+    """
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    if not lines:
+        return "invalid arguments"
+    key = re.match(r'Parser key "([^"]+)":\s*(.*)', lines[0])
+    if key is None:
+        return "; ".join(lines)
+    details = [key.group(2), *lines[1:]]
+    given = [line.split(":", 1)[1].strip() for line in details if line.startswith("Given value:")]
+    kept = [re.sub(r"<class '([\w.]+)'>", r"\1", line.lstrip("- ").strip()) for line in details
+            if line and not line.startswith("Given value") and not line.endswith(":")]
+    flag = f"--{key.group(1)}" + (f" {given[0]}" if given else "")
+    return f"{flag}: " + "; ".join(line for line in kept if line)
+
+
+class OneLineErrorParser(LightningArgumentParser):
+    """LightningCLI's parser, refusing bad flags with one line (:class:`WSOLInputError`) instead of printing its
+    usage (90 lines) and a multi-line message: the scripts' guard prints it, tune.py can say where it came from."""
+
+    def error(self, message: str, ex: Optional[Exception] = None) -> NoReturn:  # noqa: D102
+        raise WSOLInputError(one_line_parser_error(message)) from ex
 
 
 class WSOLCLI(LightningCLI):
@@ -109,20 +141,28 @@ class WSOLCLI(LightningCLI):
         config = self.config
         if config.get("bg_grid_size") is not None:
             config.model.bg_grid_size = config.bg_grid_size
+        # One run directory: --run_dir, else a --trainer.default_root_dir given without it, else the resumed
+        # checkpoint's run, else a new one; the trainer writes there, whatever a loaded config had pinned.
+        root_dir = config.trainer.get("default_root_dir")
+        if not config.get("run_dir") and root_dir not in (None, os.getcwd(), "."):
+            config.run_dir = root_dir
         if config.get("ckpt_path"):
             config.ckpt_path, config.run_dir = resolve_checkpoint(config.ckpt_path, config.get("run_dir"))
         if not config.get("run_dir"):
             config.run_dir = new_run_dir()
-        if config.trainer.get("default_root_dir") in (None, os.getcwd(), "."):
-            config.trainer.default_root_dir = config.run_dir
+        config.trainer.default_root_dir = config.run_dir
+        check_writable(config.run_dir, "--run_dir", directory=True)
 
 
 class _SaveConfig(SaveConfigCallback):
-    """Saves the run's config without ``--ckpt_path``: ``fit.py --config`` re-runs a run from the start."""
+    """Saves the run's config without ``--ckpt_path`` and without its run directory: ``fit.py --config`` re-runs
+    a run from the start, in a new run directory (or ``--run_dir``), never into the saved run's own."""
 
     def __init__(self, parser: LightningArgumentParser, config: Any, *args: Any, **kwargs: Any) -> None:
         config = config.clone()
         config.ckpt_path = None
+        config.run_dir = None
+        config.trainer.default_root_dir = None
         super().__init__(parser, config, *args, **kwargs)
 
 
@@ -190,6 +230,7 @@ def _make_cli(args: Sequence[str]) -> WSOLCLI:
         save_config_callback=_SaveConfig,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"description": "Train a CAM-style WSOL network (wsol_lightning)."},
+        parser_class=OneLineErrorParser,
     )
 
 

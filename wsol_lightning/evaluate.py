@@ -37,7 +37,7 @@ import numpy as np
 
 from wsol_lightning.data.metadata import Metadata, load_metadata
 from wsol_lightning.errors import WSOLInputError, exit_on_input_error
-from wsol_lightning.files import write_text_atomically
+from wsol_lightning.files import check_writable, write_text_atomically
 from wsol_lightning.metrics import compiled
 from wsol_lightning.metrics.boxes import BoxCounts, all_contour_ious
 from wsol_lightning.metrics.geometry import cam_thresholds
@@ -239,6 +239,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run ``evaluate.py``; returns the exit status."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.json:
+        check_writable(args.json, "--json")
     metadata = load_metadata(args.metadata_root, args.dataset_name, args.split)
     result = evaluate_scoremaps(args.scoremap_root, metadata, args.cam_curve_interval, args.multi_contour_eval,
                                 args.multi_iou_eval, args.iou_threshold_list, args.mask_root, args.workers)

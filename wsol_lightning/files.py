@@ -14,6 +14,8 @@ import uuid
 from pathlib import Path
 from typing import BinaryIO, Iterator, Union
 
+from wsol_lightning.errors import WSOLInputError
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -46,3 +48,25 @@ def write_text_atomically(path: PathLike, text: str) -> Path:
     with replaced_atomically(path) as file:
         file.write(text.encode("utf-8"))
     return Path(path)
+
+
+def check_writable(path: PathLike, flag: str, directory: bool = False) -> None:
+    """Refuse now, in one line naming ``flag`` and ``path``, an output that could not be written later.
+
+    A run should not train or evaluate for minutes and then fail on its output path.
+
+    Args:
+        path: the output file (or folder, with ``directory``); its missing folders would be created.
+        flag: the flag that gave it (``--json``), for the message.
+        directory: ``path`` is a folder to write into, not a file.
+    """
+    target = Path(path)
+    if target.exists() and target.is_dir() != directory:
+        raise WSOLInputError(f"{flag} {path}: " + ("not a directory" if directory else "is a directory"))
+    ancestor = (target if directory else target.parent).absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise WSOLInputError(f"{flag} {path}: {ancestor} is not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise WSOLInputError(f"{flag} {path}: {ancestor} is not writable")

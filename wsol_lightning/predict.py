@@ -31,14 +31,15 @@ from pathlib import Path
 from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence
 
 import numpy as np
+import torch
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.cli import LightningArgumentParser
 
-from wsol_lightning.cli import format_metrics
+from wsol_lightning.cli import OneLineErrorParser, format_metrics
 from wsol_lightning.data.datamodule import WSOLDataModule
 from wsol_lightning.argv import flag_value
 from wsol_lightning.errors import WSOLInputError, exit_on_input_error
-from wsol_lightning.files import replaced_atomically, write_text_atomically
+from wsol_lightning.files import check_writable, replaced_atomically, write_text_atomically
 from wsol_lightning.metrics.scoremaps import scoremap_path
 from wsol_lightning.module import WSOLModule
 from wsol_lightning.resume import read_checkpoint
@@ -92,7 +93,7 @@ def save_scoremap(root: str, image_id: str, scoremap: np.ndarray) -> str:
 
 def build_parser() -> LightningArgumentParser:
     """Flags of ``predict.py``: its own, ``--data.*`` (WSOLDataModule) and ``--trainer.*`` (Trainer)."""
-    parser = LightningArgumentParser(prog="predict.py", description=__doc__.splitlines()[0])
+    parser = OneLineErrorParser(prog="predict.py", description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt_path", type=str, required=True, help="checkpoint of fit.py (or of a tuning trial)")
     parser.add_argument("--split", type=Literal["val", "test"], default="test", help="split to evaluate")
     parser.add_argument("--save_scoremaps", type=Optional[str], default=None,
@@ -138,6 +139,11 @@ def model_from_checkpoint(path: str, checkpoint: Mapping[str, Any]) -> WSOLModul
                     (("missing", missing), ("unexpected", unexpected), ("of another shape", reshaped)) if keys]
         raise WSOLInputError(f"{path}: its weights do not fit the {hparams.get('backbone')} / "
                              f"{hparams.get('wsol_method')} model it records: {'; '.join(problems)}")
+    broken = [k for k, v in state_dict.items() if torch.is_tensor(v) and v.is_floating_point()
+              and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise WSOLInputError(f"{path}: {len(broken)} weight tensors hold NaN or infinite values (e.g. {broken[0]}): "
+                             f"the checkpoint of a diverged run")
     model.load_state_dict(state_dict)
     return model
 
@@ -177,6 +183,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if checkpoint is None:  # e.g. --ckpt_path given only in a --config file
         checkpoint = read_checkpoint(config.ckpt_path, hint=_NOT_A_CHECKPOINT_HINT)
     path, split = config.ckpt_path, config.split
+    for flag, output, directory in (("--json", config.json, False), ("--figure", config.figure, False),
+                                    ("--save_scoremaps", config.save_scoremaps, True)):
+        if output:
+            check_writable(output, flag, directory=directory)
     model = model_from_checkpoint(path, checkpoint)
     # jsonargparse >= 4.49 renamed instantiate_classes (deprecated since) to instantiate.
     objects = getattr(parser, "instantiate", parser.instantiate_classes)(config)

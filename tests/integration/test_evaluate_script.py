@@ -187,6 +187,17 @@ def test_bad_flags_are_refused_in_one_line(three_maps, flags, message):
     assert got.startswith(message), got
 
 
+def test_an_unwritable_json_path_is_refused_before_evaluating(three_maps):
+    (three_maps / "afile").write_text("")
+    (three_maps / "adir").mkdir()
+    args = ["--scoremap-root", str(three_maps / "scoremaps"), "--metadata-root", str(three_maps / "metadata"),
+            "--dataset-name", "CUB", "--split", "test"]
+    under_a_file = three_maps / "afile" / "out.json"
+    assert refusal(*args, "--json", str(under_a_file)) == f"--json {under_a_file}: {three_maps / 'afile'} is not a " \
+                                                          f"directory"
+    assert refusal(*args, "--json", str(three_maps / "adir")) == f"--json {three_maps / 'adir'}: is a directory"
+
+
 def test_image_id_absent_from_the_metadata_is_refused(three_maps):
     from wsol_lightning.evaluate import evaluate_scoremaps
 

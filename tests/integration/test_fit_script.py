@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import pytest
 import torch
+import yaml
 
 from tests.fixtures import WSOLEVAL_FIXTURES
 from tests.one_line import one_line_error
@@ -46,7 +47,10 @@ def test_fit_trains_tests_and_writes_the_run_directory(fitted_run):
     version = fitted_run.version_dir
     grid = cv2.imread(str(run / "cam_grid.png"))
     assert grid.shape == (4 * 3 * 80, 4 * 3 * 80, 3)  # 16 val images in 4 x 4 cells of 3 inches at 80 dpi
-    assert (version / "config.yaml").read_text().count("bg_grid_size: 0.4") == 2
+    saved = yaml.safe_load((version / "config.yaml").read_text())
+    assert (saved["bg_grid_size"], saved["model"]["bg_grid_size"]) == (0.4, 0.4)
+    # --config re-runs it from the start in a run directory of its own, not into this one
+    assert (saved["ckpt_path"], saved["run_dir"], saved["trainer"]["default_root_dir"]) == (None, None, None)
     checkpoints = sorted(p.name for p in (version / "checkpoints").iterdir())
     assert "last.ckpt" in checkpoints and any(name.startswith("best-epoch") for name in checkpoints)
     checkpoint = torch.load(version / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
@@ -59,6 +63,19 @@ def test_out_of_range_flag_is_refused_in_one_line(tmp_path):
     result = run_fit("--bg-grid-size", "1.5", "--data.data_root", str(tmp_path / "data"), *TINY, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == "error: --model.bg_grid_size=1.5 is out of range [0.0, 1.0]"
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--bg-grid-size", "abc"], "--bg_grid_size abc: Does not validate against any of the Union subtypes; "
+                                "Subtypes: [float, NoneType]; Expected a float; Expected a NoneType"),
+    (["--model.learning_rate", "0.1"], "unrecognized arguments: --model.learning_rate 0.1"),
+    (["--model.wsol_method", "foo"], "--model.wsol_method: Expected a typing.Literal['base', 'has', 'acol', 'spg', "
+                                     "'adl', 'cutmix']. Got value: foo"),
+    (["--config", "/nonexistent/run.yaml"], "--config: File does not exist: '/nonexistent/run.yaml'"),
+])
+def test_mistyped_and_unknown_flags_are_refused_in_one_line_without_the_usage(tmp_path, args, expected):
+    # jsonargparse alone would print the 90-line usage and a message of several lines
+    assert one_line_error(main.__wrapped__, [*args, "--run_dir", str(tmp_path / "run")]) == expected
 
 
 def test_malformed_cub_metadata_names_file_and_line(tmp_path):

@@ -99,6 +99,20 @@ def test_bad_checkpoints_are_one_line_errors(fitted_run, tmp_path, capsys):
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(last.read_bytes()[:200_000])
     assert _refusal(capsys, "--ckpt_path", str(truncated)).startswith(f"error: {truncated}: truncated or corrupt")
+    diverged = tmp_path / "diverged.ckpt"
+    nan_checkpoint = torch.load(last, map_location="cpu", weights_only=False)
+    name = next(k for k, v in nan_checkpoint["state_dict"].items() if v.is_floating_point())
+    nan_checkpoint["state_dict"][name] = torch.full_like(nan_checkpoint["state_dict"][name], float("nan"))
+    torch.save(nan_checkpoint, diverged)
+    assert _refusal(capsys, "--ckpt_path", str(diverged)) == (
+        f"error: {diverged}: 1 weight tensors hold NaN or infinite values (e.g. {name}): the checkpoint of a diverged run")
+    (tmp_path / "afile").write_text("")  # outputs that could not be written are refused before evaluating
+    assert _refusal(capsys, "--ckpt_path", str(last), "--json", str(tmp_path / "afile" / "m.json")) == (
+        f"error: --json {tmp_path / 'afile' / 'm.json'}: {tmp_path / 'afile'} is not a directory")
+    assert _refusal(capsys, "--ckpt_path", str(last), "--save_scoremaps", str(tmp_path / "afile")) == (
+        f"error: --save_scoremaps {tmp_path / 'afile'}: not a directory")
+    assert _refusal(capsys, "--ckpt_path", str(last), "--split", "train").startswith(
+        "error: --split: Expected a typing.Literal['val', 'test']. Got value: train")
     weights = tmp_path / "backbone.pth"
     checkpoint = torch.load(last, map_location="cpu", weights_only=True)
     torch.save({k[len("method.backbone."):]: v for k, v in checkpoint["state_dict"].items()

@@ -46,6 +46,8 @@ def test_study_records_reproduces_and_resumes(tmp_path, capsys):
     assert fit_main(["--config", first.user_attrs["config"], "--run_dir", str(tmp_path / "repro")]) == 0
     repro = capsys.readouterr().out
     assert re.search(rf"val/localization +{first.value:.2f}\b", repro), (first.value, repro)
+    assert list((tmp_path / "repro").rglob("last.ckpt"))  # in the new run directory, not into the trial's
+    assert [p.name for p in (study_dir / "trial-0000" / "lightning_logs").iterdir()] == ["version_0"]
 
     # The same command with a larger --n-trials resumes the study; the enqueued values are not run again.
     common = ["--study-dir", str(study_dir), "--search-space", str(space), "--no-plots"]
@@ -94,6 +96,19 @@ def test_refusals_are_one_line_before_any_training(tmp_path, capsys, args, messa
     assert exit_.value.code == 2
     assert captured.err.strip().splitlines()[-1].startswith(message), captured.err[-500:]
     assert "trial " not in captured.out and not (tmp_path / "s" / "trial-0000").exists()
+
+
+def test_a_bad_value_of_the_search_space_is_refused_naming_the_space(tmp_path, capsys):
+    from wsol_lightning.tuning.main import main
+
+    space = tmp_path / "space.yaml"
+    space.write_text("fixed: {model.wsol_method: foo}\nparameters:\n  model.lr: {type: float, low: 0.001, high: 0.01}\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--study-dir", str(tmp_path / "s"), "--data.data_root", str(tmp_path / "data"),
+              "--search-space", str(space)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1, err[-2000:]  # one line: no usage, no traceback
+    assert err.startswith(f"error: {space}: fixed model.wsol_method: --model.wsol_method: Expected a typing.Literal")
 
 
 def test_an_existing_study_with_the_other_direction_is_refused(tmp_path, capsys):

@@ -5,6 +5,7 @@ import pytest
 import yaml
 
 from wsol_lightning.cli import WSOLCLI, build_run
+from wsol_lightning.errors import WSOLInputError
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:lightning.pytorch.cli")
 
@@ -28,3 +29,25 @@ def test_runs_share_one_parser_and_no_flag_leaks_into_the_next(tmp_path):
     after = build_run([*base, "--run_dir", str(tmp_path / "d")])
     assert (from_file.trainer.max_epochs, from_file.model.hparams.lr) == (4, 0.123)
     assert (after.trainer.max_epochs, after.model.hparams.lr) == (6, 0.005)
+
+
+def test_the_run_directory_is_where_the_trainer_writes_whatever_a_config_pinned(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base = ["--data.synthetic_num_train", "32", "--data.synthetic_num_val", "16", "--data.synthetic_num_test", "16",
+            "--data.data_root", str(tmp_path / "data")]
+    old = str(tmp_path / "old-run")
+    pinned = tmp_path / "old.yaml"  # as fit.py saved configs before: both the run and the trainer's folder
+    pinned.write_text(yaml.safe_dump({"run_dir": old, "trainer": {"default_root_dir": old}}))
+
+    moved = build_run([*base, "--config", str(pinned), "--run_dir", str(tmp_path / "new")])
+    assert (str(moved.run_dir), moved.trainer.default_root_dir) == (str(tmp_path / "new"), str(tmp_path / "new"))
+    assert build_run([*base, "--config", str(pinned)]).trainer.default_root_dir == old  # re-run where it said
+
+    given = build_run([*base, "--trainer.default_root_dir", str(tmp_path / "x")])
+    assert (str(given.run_dir), given.trainer.default_root_dir) == (str(tmp_path / "x"), str(tmp_path / "x"))
+    fresh = build_run(base)
+    assert str(fresh.run_dir).startswith("runs/fit-") and fresh.trainer.default_root_dir == str(fresh.run_dir)
+
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(WSOLInputError, match=r"^--run_dir .*/afile/run: .*/afile is not a directory$"):
+        build_run([*base, "--run_dir", str(tmp_path / "afile" / "run")])  # refused before anything is built

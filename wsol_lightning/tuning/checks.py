@@ -6,6 +6,7 @@ has been recorded in the storage yet.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
@@ -64,8 +65,23 @@ def dry_build(args: Sequence[str], space: SearchSpace, study_dir: Path, storage_
 
     world = None
     for values in corners(space):
-        run = build_run([*args, *space.fixed_args(), *trial_args(values), "--run_dir", str(study_dir / "_check")])
+        try:
+            run = build_run([*args, *space.fixed_args(), *trial_args(values), "--run_dir", str(study_dir / "_check")])
+        except WSOLInputError as error:
+            raise WSOLInputError(_from_the_space(str(error), space, values)) from error
         check_trainer(run.trainer, storage_is_rdb, workers)
         world = world or external_world(run.trainer)
         del run
     return world
+
+
+def _from_the_space(message: str, space: SearchSpace, values: Dict[str, Any]) -> str:
+    """``message`` naming the search space as its source when the flag at fault came from it (not from the user's
+    own fit.py flags): ``<space>: fixed <key>: ...`` or ``<space>: <key> at <value>: ...``."""
+    for key in space.fixed:
+        if re.match(rf"--{re.escape(key)}\b", message):
+            return f"{space.source}: fixed {key}: {message}"
+    for key, value in values.items():
+        if re.match(rf"--{re.escape(key)}\b", message):
+            return f"{space.source}: {key} at {value}: {message}"
+    return message
