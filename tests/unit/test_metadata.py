@@ -234,3 +234,13 @@ def test_openimages_wrong_layout_and_missing_mask(openimages):
                                                       f"(image_id,mask_path,ignore_path), got 5")
     _edit(path, 1, f"{image_id},,")
     assert _error(openimages, "OpenImages") == f"{path}:1: empty mask path"
+
+
+def test_a_byte_order_mark_at_the_start_of_a_file_is_ignored(cub):
+    plain = load_metadata(cub, "CUB", "val")
+    for name in ("image_ids", "class_labels", "image_sizes", "localization"):  # as a Windows editor saves them
+        path = cub / "CUB" / "val" / f"{name}.txt"
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    marked = load_metadata(cub, "CUB", "val")
+    assert marked.image_ids == plain.image_ids and marked.class_labels == plain.class_labels
+    assert all(np.array_equal(marked.resized_boxes(i), plain.resized_boxes(i)) for i in plain.image_ids)

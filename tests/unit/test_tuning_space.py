@@ -88,6 +88,12 @@ def test_missing_and_malformed_files(tmp_path):
         load_search_space(str(bad))
 
 
+def test_an_unknown_name_lists_the_searchable_ones_only():
+    message = one_line_error(resolve_name, "nonsense")
+    known = message.split("known: ", 1)[1].split(", ")
+    assert {"bg_grid_size", "lr", "batch_size"} <= set(known) and "num_classes" not in known  # refused if named
+
+
 def test_resolve_name_prefers_model_then_data():
     assert resolve_name("bg_grid_size") == "model.bg_grid_size"
     assert resolve_name("batch_size") == "data.batch_size"

@@ -3,6 +3,8 @@
 The DDP handoff is tested by tests/integration/test_tune_ddp.py.
 """
 
+import re
+
 import optuna
 import pytest
 from optuna.storages import RetryHeartbeatStaleTrialCallback
@@ -167,3 +169,19 @@ def test_a_grid_caps_the_budget_at_its_size(tmp_path):
                                   "--study-dir", str(tmp_path)]))
     assert plan.n_trials == 4 and plan.notes == ["grid of 4 points: --n-trials 10 lowered to 4"]
     assert make_plan(*parse_args(["--sampler", "grid", "--grid-points", "3", "--n-trials", "5"])).n_trials == 5
+
+
+def test_help_shows_every_default_but_none_and_flags():
+    from wsol_lightning.tuning.options import build_parser
+
+    entries, current = {}, None  # each option's help, from its own "  --flag ..." line to the next option's
+    for line in build_parser().format_help().split("options:", 1)[1].splitlines():
+        if re.match(r"  -", line):
+            current = line.split()[0].rstrip(",")
+            entries[current] = ""
+        if current:
+            entries[current] += " " + line.strip()
+    for flag, default in (("--n-warmup-steps", "1"), ("--interval-steps", "1"), ("--workers", "1"),
+                          ("--n-startup-trials", "3"), ("--n-trials", "20")):  # 1 == True must not hide a 1
+        assert entries[flag].endswith(f"(default: {default})"), (flag, entries[flag])
+    assert not any(text.endswith(("(default: None)", "(default: True)")) for text in entries.values())

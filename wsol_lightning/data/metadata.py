@@ -103,7 +103,7 @@ def _read_lines(path: Path, required: bool) -> Optional[List[str]]:
             raise MetadataError(f"{path}: metadata file not found")
         return None
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a leading byte-order mark (Windows editors) is dropped
     except (OSError, UnicodeDecodeError) as error:
         raise MetadataError(f"{path}: cannot read metadata file ({error.__class__.__name__}: {error})") from None
     return text.splitlines()

@@ -31,7 +31,9 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows defaults, except None/[] (those flags say what they default to)."""
 
     def _get_help_string(self, action):  # noqa: D102
-        if action.default in (None, [], True) or action.default is argparse.SUPPRESS:
+        default = action.default  # by identity: 1 == True, and a default of 1 is worth showing
+        if default is None or default is True or default is argparse.SUPPRESS or (isinstance(default, list)
+                                                                                 and not default):
             return action.help
         return super()._get_help_string(action)
 

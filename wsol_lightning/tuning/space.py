@@ -63,7 +63,7 @@ def resolve_name(name: str, where: str = "") -> str:
     elif "." not in name and f"data.{name}" in known:
         full = f"data.{name}"
     else:
-        bare = sorted({key.split(".", 1)[1] for key in known})
+        bare = sorted({key.split(".", 1)[1] for key in known if key not in NOT_SEARCHABLE})
         raise WSOLInputError(f"{prefix}{name}: unknown parameter (model.* or data.* argument); known: "
                              f"{', '.join(bare)}")
     if full in NOT_SEARCHABLE:
