@@ -190,7 +190,8 @@ def resume_command(argv: Sequence[str], run_dir: str, checkpoint: str) -> str:
     if not has_flag(args, "--run_dir"):
         args += ["--run_dir", run_dir]
     script = sys.argv[0] if os.path.basename(sys.argv[0]) == "fit.py" else "scripts/fit.py"
-    return shlex.join(["python", script, *args, "--ckpt_path", checkpoint])
+    # this interpreter (the project's venv), not whatever "python" the shell finds
+    return shlex.join([sys.executable or "python", script, *args, "--ckpt_path", checkpoint])
 
 
 class InterruptGuard:

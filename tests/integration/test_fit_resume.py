@@ -9,6 +9,7 @@ values, the same best checkpoint and the same printed metrics.
 import shlex
 import signal
 import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -56,7 +57,7 @@ def test_sigint_then_the_printed_command_resumes_to_the_uninterrupted_run(fitted
     assert Path(state["best_model_path"]).name == f"best-epoch{best:02d}.ckpt"
     assert lines[-2] == f"interrupted (SIGINT); {last} holds the run after {epochs_done} completed epochs; resume with:"
     command = shlex.split(lines[-1])
-    assert command[:2] == ["python", str(script("fit.py")[1])] and command[-2:] == ["--ckpt_path", str(last)]
+    assert command[:2] == [sys.executable, str(script("fit.py")[1])] and command[-2:] == ["--ckpt_path", str(last)]
 
     # The printed command, run through the main() fit.py calls, in this process (a new interpreter costs ~5 s of
     # imports; the interrupted run tested the script).

@@ -65,6 +65,21 @@ def test_an_interrupted_trial_is_queued_again_and_counted_once():
     assert budget(study).counted == 3
 
 
+def test_an_interrupted_trial_left_without_its_copy_is_queued_again_once():
+    study = optuna.create_study()  # a second Ctrl-C exited between Optuna's FAIL and the copy
+    make_trial(study, TrialState.COMPLETE, 0.1)
+    make_trial(study, TrialState.FAIL, 0.2, user_attrs={"reason": "interrupted"})
+    make_trial(study, TrialState.FAIL, 0.3, user_attrs={"reason": "interrupted"})
+    interrupts.requeue_interrupted(study, study.trials[2])  # this one got its copy
+    make_trial(study, TrialState.FAIL, 0.4, user_attrs={"error": "RuntimeError: out of memory"})
+    assert budget(study).counted == 4  # the copy-less FAIL would use a unit of the budget
+    assert interrupts.requeue_missed(study) == [1]
+    copy = study.trials[-1]
+    assert copy.state == TrialState.WAITING and copy.params == {"x": 0.2} and copy.system_attrs["retry_history"] == [1]
+    assert budget(study).counted == 4 and budget(study).waiting == 2  # counted through the two copies now
+    assert interrupts.requeue_missed(study) == [] and len(study.trials) == 6  # a rerun adds nothing
+
+
 def test_loop_stops_when_asked_and_after_timeout():
     study = optuna.create_study()
     ran = []

@@ -13,7 +13,10 @@ worker prints one line (:func:`stop_line`) and exits with 128 + the signal
 number (130 for SIGINT, 143 for SIGTERM).
 
 A second signal exits at once (``os._exit``): every finished trial is already
-committed; the running one stays RUNNING until its heartbeat expires.
+committed. The running one is left RUNNING (failed and retried once its
+heartbeat expires), or, when the second signal lands between Optuna's FAIL and
+the callback's copy, FAIL without a copy: the next run of the same command
+queues the copies such trials lack (:func:`requeue_missed`) before any trial.
 """
 
 from __future__ import annotations
@@ -228,6 +231,23 @@ def requeue_interrupted(study: optuna.Study, trial: FrozenTrial) -> None:
     """``study.optimize`` callback: :func:`requeue` a trial that ended FAIL because of an interrupt."""
     if trial.state == TrialState.FAIL and trial.user_attrs.get("reason") == INTERRUPTED:
         requeue(study, trial)
+
+
+def requeue_missed(study: optuna.Study) -> List[int]:
+    """:func:`requeue` every trial that ended FAIL ``interrupted`` but has no copy (a second signal cut tune.py
+    off between the FAIL and :func:`requeue_interrupted`); returns their numbers.
+
+    Called once when tune.py opens the study, before its workers start: a copy queued twice would run twice.
+    """
+    from wsol_lightning.tuning.study import retried_numbers
+
+    trials = study.get_trials(deepcopy=False)
+    retried = retried_numbers(trials)
+    missed = [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get("reason") == INTERRUPTED
+              and t.number not in retried]
+    for trial in missed:
+        requeue(study, trial)
+    return [t.number for t in missed]
 
 
 def stop_line(done: int, n_trials: int) -> str:

@@ -68,6 +68,9 @@ def tune(options: argparse.Namespace, fit_args: List[str], argv: List[str]) -> i
             plan.ranks.exchange(("error", str(error)))
         raise
     print(plan.header(created, existing), flush=True)
+    missed = interrupts.requeue_missed(study)
+    if missed:
+        print(f"queued again: trial {', '.join(map(str, missed))} (interrupted before its copy was queued)", flush=True)
     started = time.monotonic()
     if options.workers > 1:
         statuses = workers.run_workers(options.workers, argv)
