@@ -50,6 +50,14 @@ def write_text_atomically(path: PathLike, text: str) -> Path:
     return Path(path)
 
 
+def probe_writable(directory: Path) -> None:
+    """Write and remove an empty hidden file in ``directory`` (which exists): raises ``OSError`` where a result
+    could not be written there (permissions, a read-only filesystem)."""
+    probe = directory / f".probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    probe.write_bytes(b"")
+    probe.unlink()
+
+
 def check_writable(path: PathLike, flag: str, directory: bool = False) -> None:
     """Refuse now, in one line naming ``flag`` and ``path``, an output that could not be written later.
 
@@ -68,5 +76,7 @@ def check_writable(path: PathLike, flag: str, directory: bool = False) -> None:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise WSOLInputError(f"{flag} {path}: {ancestor} is not a directory")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise WSOLInputError(f"{flag} {path}: {ancestor} is not writable")
+    try:
+        probe_writable(ancestor)
+    except OSError:
+        raise WSOLInputError(f"{flag} {path}: {ancestor} is not writable") from None

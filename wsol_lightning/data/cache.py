@@ -41,6 +41,7 @@ import numpy as np
 
 from wsol_lightning.data.images import decode_resized
 from wsol_lightning.errors import WSOLInputError
+from wsol_lightning.files import probe_writable
 from wsol_lightning.machine import usable_cpus
 
 #: Bumped when the file layout or the resize changes (old files are then not reused).
@@ -123,11 +124,9 @@ def check_writable(cache_dir: Path) -> None:
     Raises:
         WSOLInputError: ``cache_dir: decoded-image cache folder is not writable (...)``.
     """
-    probe = cache_dir / f".probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
+        probe_writable(cache_dir)
     except OSError as error:
         raise WSOLInputError(f"{cache_dir}: decoded-image cache folder is not writable "
                              f"({error.strerror or error}); set --data.cache_dir or --data.cache off") from None

@@ -227,9 +227,14 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
                                               distributions=trial.distributions, system_attrs=system_attrs))
 
 
+def ended_interrupted(trial: FrozenTrial) -> bool:
+    """Whether ``trial`` ended FAIL because of an interrupt (the user attribute ``reason: interrupted``)."""
+    return trial.state == TrialState.FAIL and trial.user_attrs.get("reason") == INTERRUPTED
+
+
 def requeue_interrupted(study: optuna.Study, trial: FrozenTrial) -> None:
     """``study.optimize`` callback: :func:`requeue` a trial that ended FAIL because of an interrupt."""
-    if trial.state == TrialState.FAIL and trial.user_attrs.get("reason") == INTERRUPTED:
+    if ended_interrupted(trial):
         requeue(study, trial)
 
 
@@ -243,8 +248,7 @@ def requeue_missed(study: optuna.Study) -> List[int]:
 
     trials = study.get_trials(deepcopy=False)
     retried = retried_numbers(trials)
-    missed = [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get("reason") == INTERRUPTED
-              and t.number not in retried]
+    missed = [t for t in trials if ended_interrupted(t) and t.number not in retried]
     for trial in missed:
         requeue(study, trial)
     return [t.number for t in missed]
