@@ -16,6 +16,7 @@ Usage::
     python benchmarks/replay_pruners.py runs/bench-pruning/tune-none-seed*/optuna.db
     python benchmarks/replay_pruners.py STORAGE_URL_OR_DB [...] [--study NAME] [--startup 3 5] [--warmup 1 2 3]
         [--percentiles 50 25]     # PercentilePruner's percentile (50 = MedianPruner; 25: keep the top quarter)
+        [--patience off 0 1]      # tune.py's --patience (PatientPruner around it; off: none)
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from optuna.trial import TrialState
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from wsol_lightning.tuning.options import patience_flag  # noqa: E402
 from wsol_lightning.tuning.study import make_pruner  # noqa: E402
 
 Curve = List[float]
@@ -79,6 +81,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--percentiles", type=float, nargs="+", default=[50.0],
                         help="PercentilePruner's percentile: a trial outside the top p %% of the others at an "
                              "epoch stops (tune.py's --percentile; 50 is MedianPruner, 25 keeps the top quarter)")
+    parser.add_argument("--patience", type=patience_flag, nargs="+", default=[None],
+                        help="tune.py's --patience values (off: no PatientPruner; N: judge a trial only once its "
+                             "best epoch is more than N epochs old)")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     studies = [load_curves(storage, args.study) for storage in args.storages]
@@ -86,19 +91,23 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     unpruned = [replay(curves, optuna.pruners.NopPruner(), direction) for _, curves, direction in studies]
     for (name, curves, _), (epochs, _) in zip(studies, unpruned):
         print(f"{name}: {len(curves)} complete trials, {epochs} epochs")
-    print("\n| pruner | n_startup_trials | n_warmup_steps | epochs saved per study | all | best value change |")
-    print("|---|---|---|---|---|---|")
-    for percentile, startup, warmup in itertools.product(args.percentiles, args.startup, args.warmup):
+    print("\n| pruner | n_startup_trials | n_warmup_steps | patience | epochs saved per study | all | "
+          "best value change |")
+    print("|---|---|---|---|---|---|---|")
+    for percentile, startup, warmup, patience in itertools.product(args.percentiles, args.startup, args.warmup,
+                                                                   args.patience):
         name = "median" if percentile == 50.0 else "percentile"
         rows = []
         for (_, curves, direction), (full, full_best) in zip(studies, unpruned):
-            epochs, best = replay(curves, make_pruner(name, startup, warmup, 1, percentile=percentile), direction)
+            pruner = make_pruner(name, startup, warmup, 1, percentile=percentile, patience=patience)
+            epochs, best = replay(curves, pruner, direction)
             rows.append((epochs, full, best - full_best))
         saved = " / ".join(f"{1 - e / f:.0%}" for e, f, _ in rows)
         overall = 1 - sum(e for e, _, _ in rows) / sum(f for _, f, _ in rows)
         change = " / ".join(f"{d:+.2f}" for _, _, d in rows)
         label = "median" if name == "median" else f"percentile {percentile:g}"
-        print(f"| {label} | {startup} | {warmup} | {saved} | {overall:.0%} | {change} |")
+        print(f"| {label} | {startup} | {warmup} | {'off' if patience is None else patience} | {saved} | "
+              f"{overall:.0%} | {change} |")
 
 
 if __name__ == "__main__":

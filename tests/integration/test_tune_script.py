@@ -78,6 +78,8 @@ def test_study_records_reproduces_and_resumes(tmp_path, capsys):
     (["--dist-timeout", "0"], "error: --dist-timeout=0.0 must be > 0"),
     (["--pruner", "percentile", "--percentile", "101"], "error: --percentile=101.0 must be in [0, 100]"),
     (["--interval-steps", "0"], "error: --interval-steps=0 must be >= 1"),
+    (["--patience", "-1"], "error: tune.py: argument --patience: -1 must be >= 0 (or 'off')"),
+    (["--n-trials", "abc"], "error: tune.py: argument --n-trials: invalid int value: 'abc'"),
     (["--workers", "2", "--trainer.strategy", "ddp_spawn", "--trainer.devices", "2", "--trainer.accelerator", "cpu"],
      "error: --workers 2: each worker trains on one device"),
     (["--storage", "JOURNAL", "--trainer.strategy", "ddp_spawn", "--trainer.devices", "2",

@@ -30,4 +30,16 @@ def test_the_table_compares_each_setting_with_the_study_itself(tmp_path, capsys)
     assert load_curves(str(tmp_path / "none.db"), None) == ("bench-none-seed0", CURVES, "maximize")
     main([storage, "--startup", "2", "--warmup", "0", "2"])
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| median")]
-    assert rows == ["| median | 2 | 0 | 33% | 33% | -7.00 |", "| median | 2 | 2 | 0% | 0% | +0.00 |"]
+    assert rows == ["| median | 2 | 0 | off | 33% | 33% | -7.00 |", "| median | 2 | 2 | off | 0% | 0% | +0.00 |"]
+    main([storage, "--startup", "2", "--warmup", "0", "--patience", "off", "0"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| median")]
+    assert rows == ["| median | 2 | 0 | off | 33% | 33% | -7.00 |", "| median | 2 | 0 | 0 | 0% | 0% | +0.00 |"]
+
+
+def test_patience_keeps_rising_trials_however_far_they_trail():
+    """Every curve of CURVES rises at every epoch: with patience, the median never gets to judge them."""
+    assert replay(CURVES, make_pruner("median", 2, 0, 1, patience=0), "maximize") == (12, 65.0)
+    falling = [*CURVES[:2], [30.0, 25.0, 60.0], [20.0, 35.0, 34.0]]  # trial 3 falls at epoch 1, trial 4 at 2
+    # trial 3 falls at epoch 1 below the median (51): stopped there; trial 4 rises at epoch 1 (kept though
+    # below the median), falls at epoch 2 below the median (56.5 of 55, 58): stopped after 3 epochs
+    assert replay(falling, make_pruner("median", 2, 0, 1, patience=0), "maximize") == (3 + 3 + 2 + 3, 58.0)

@@ -133,6 +133,30 @@ def test_median_and_percentile_pruners_decide_with_their_flags():
     assert not pruned(make_pruner("percentile", 4, 1, 1, percentile=75.0), history, 36, step=1)  # 75%: above 35
 
 
+def test_patience_wraps_the_pruner_and_spares_a_trial_still_rising():
+    history = [[10, 20, 30], [20, 40, 60], [30, 60, 90], [40, 80, 120]]  # median at step 1: 50
+    patient = make_pruner("median", 4, 0, 1, patience=0)
+    assert isinstance(patient, optuna.pruners.PatientPruner)
+    assert type(make_pruner("none", patience=0)) is optuna.pruners.NopPruner
+
+    def trial_with(curve):
+        study = optuna.create_study(direction="maximize", pruner=patient)
+        dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+        for past in history:
+            study.add_trial(optuna.create_trial(params={"x": 0.5}, distributions=dist, value=past[-1],
+                                                intermediate_values=dict(enumerate(past))))
+        trial = study.ask()
+        for step, value in enumerate(curve):
+            trial.report(value, step)
+        return trial.should_prune()
+
+    assert not trial_with([5, 30])  # far below the median (50) at step 1, but rising: kept
+    assert trial_with([35, 30])  # below the median and fell: pruned
+    assert not trial_with([70, 60])  # fell, but above the median: kept
+    with pytest.raises(WSOLInputError, match="--patience=-1"):
+        make_pruner("median", patience=-1)
+
+
 # What a worker does by hand here (record a heartbeat, fail stale trials) Study.optimize would do; optuna warns.
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
 @pytest.mark.filterwarnings("ignore:.*fail_stale_trials is experimental")

@@ -27,6 +27,26 @@ DEFAULT_N_TRIALS = 20
 DEFAULT_STUDY_NAME = "wsol-tune"
 
 
+def patience_flag(value: str):
+    """``--patience``: a number of epochs >= 0, or ``off`` (None: no PatientPruner)."""
+    if value.lower() in ("off", "none"):
+        return None
+    try:
+        epochs = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of epochs or 'off', got {value!r}") from None
+    if epochs < 0:
+        raise argparse.ArgumentTypeError(f"{epochs} must be >= 0 (or 'off')")
+    return epochs
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a refused flag is one line (``error: tune.py: argument --n-trials: ...``), exit status 2."""
+
+    def error(self, message: str):
+        raise WSOLInputError(f"{self.prog}: {message}")
+
+
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows defaults, except None/[] (those flags say what they default to)."""
 
@@ -40,7 +60,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     """tune.py's own flags (the rest go to fit.py's parser)."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="tune.py", allow_abbrev=False, formatter_class=_HelpFormatter,
         description="Tune WSOL hyperparameters with Optuna (TPE + MedianPruner, per-epoch pruning on "
                     "val/localization). Every other flag is a fit.py flag (--trainer.*, --model.*, --data.*, "
@@ -75,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="median/percentile pruner: epochs of a trial before it can be pruned")
     algo.add_argument("--interval-steps", type=int, default=1, help="median/percentile pruner: epochs between checks")
     algo.add_argument("--percentile", type=float, default=25.0, help="percentile pruner: keep trials above this")
+    algo.add_argument("--patience", type=patience_flag, default=None, metavar="N|off",
+                      help="prune only trials whose best epoch is more than N epochs old (optuna's PatientPruner "
+                           "around the pruner: a slow learner still rising is kept); off: judge every epoch")
     trials = parser.add_argument_group("trials")
     trials.add_argument("--test", action="store_true", help="evaluate each trial on the test split")
     trials.add_argument("--figure", action="store_true", help="draw each trial's CAM figure")

@@ -82,7 +82,7 @@ def make_plan(options: argparse.Namespace, fit_args: List[str]) -> StudyPlan:
     space = load_search_space(options.search_space) if options.search_space else default_search_space()
     enqueued = parse_enqueue(options.enqueue, space)
     pruner = make_pruner(options.pruner, options.n_startup_trials, options.n_warmup_steps, options.interval_steps,
-                         options.percentile)
+                         options.percentile, options.patience)
     n_trials, notes = options.n_trials, []
     if options.sampler == "grid":
         grid_size = math.prod(len(values) for values in space.grid(options.grid_points).values())

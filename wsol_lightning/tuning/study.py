@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,12 +159,28 @@ def make_sampler(name: str, seed: Optional[int], space: SearchSpace, grid_points
 
 
 def make_pruner(name: str, n_startup_trials: int = 3, n_warmup_steps: int = 1, interval_steps: int = 1,
-                percentile: float = 25.0):
-    """The pruner by name; ``median`` (default), ``percentile``, ``successive_halving``, ``hyperband``, ``none``."""
+                percentile: float = 25.0, patience: Optional[int] = None):
+    """The pruner by name; ``median`` (default), ``percentile``, ``successive_halving``, ``hyperband``, ``none``.
+
+    Args:
+        patience: wrap the pruner in optuna's ``PatientPruner``: a trial is judged only once its best
+            value is at least ``patience + 1`` epochs old, i.e. it stopped improving (0: it fell at its
+            last epoch). A slow learner still rising is never pruned, however far it trails. None: no
+            wrapping.
+    """
     for flag, value, low in (("--n-startup-trials", n_startup_trials, 0), ("--n-warmup-steps", n_warmup_steps, 0),
-                             ("--interval-steps", interval_steps, 1)):
-        if value < low:
+                             ("--interval-steps", interval_steps, 1), ("--patience", patience, 0)):
+        if value is not None and value < low:
             raise WSOLInputError(f"{flag}={value} must be >= {low}")
+    pruner = _base_pruner(name, n_startup_trials, n_warmup_steps, interval_steps, percentile)
+    if patience is None or name == "none":
+        return pruner
+    with warnings.catch_warnings():  # "experimental" since optuna 2.8, unchanged since; not the user's concern
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        return optuna.pruners.PatientPruner(pruner, patience=patience)
+
+
+def _base_pruner(name: str, n_startup_trials: int, n_warmup_steps: int, interval_steps: int, percentile: float):
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=n_startup_trials, n_warmup_steps=n_warmup_steps,
                                            interval_steps=interval_steps)
