@@ -5,19 +5,20 @@ Runs ``scripts/tune.py`` as a user would, twice per TPE seed (the same seed, sea
 ``--n-trials`` budget; only ``--pruner`` differs), places each median study's best ``bg_grid_size`` on
 ``bench_sweep.py``'s curve, then trains plain CAM, the default run and every seed's best values with
 plain ``fit.py`` (full epochs, val and test) and prints the tables in Markdown for the README. Finished
-arms and fits are reused when it is run again. Not a timed test: one median arm took 3.7 min alone on
+arms and fits are reused when it is run again. Not a timed test: one median arm took 3.7-4.6 min alone on
 the 2-core machine; a no-pruner arm trains about twice its epochs.
 
-Measured figures: README, "Tuning" > "Measured" (2026-12-02, synthetic data v6).
+Measured figures: README, "Tuning" > "Measured" (2026-12-02, synthetic data v6, fit.py's 8 epochs).
 
 How the defaults were chosen: ``benchmarks/replay_pruners.py`` replays the learning curves of the
-no-pruner arms under MedianPruner and PercentilePruner settings (README, "Measured"). Slow learners
-(lr ~0.0013) end best but trail at epochs 1-2, so every setting that prunes at epoch 1 or 2 loses them
-(seed 0's best value falls 1.17 points to the next best, bg_grid_size 0.23, still in the sweep's top
-region); keeping every best within 1 point needs warm-up 3 and saves 24-30 %. Of the median settings
-startup 3 / warm-up 1 saved the most (50 % over the three seeds' curves), so tune.py defaults to it
-(``--pruner percentile --percentile 25``, keeping the top quarter, saved 54 % for the same losses).
-Under other jobs the CPU column grows too (threads spin waiting for cores): compare epochs.
+no-pruner arms under MedianPruner and PercentilePruner settings, with and without ``--patience``
+(README, "Measured"). Slow learners (lr ~0.0013) end best but trail at epochs 1-2, so every setting
+that prunes at epoch 1 or 2 can lose them (seed 0's best value falls 0.78 points to the next best,
+bg_grid_size 0.23, as good on the sweep; 1.17 with two torch threads per process, whose sums round
+differently); ``--patience 0`` (or startup 5 with warm-up 3) keeps every best exactly and saves 15-28 %. Of the median
+settings startup 3 / warm-up 1 saved the most (50 % over the three seeds' curves), so tune.py
+defaults to it. Run the arms with ``OMP_NUM_THREADS=1`` to run several at once (``--only``) and
+compare epochs and CPU time: wall time grows with whatever else shares the cores.
 
 Usage::
 
@@ -168,7 +169,7 @@ def print_sweep_positions(medians: List[dict], results: Path) -> None:
 
 
 def compare_fits(medians: List[dict], out: Path) -> None:
-    """fit.py's default run, plain CAM, and each seed's tuned values, trained as fit.py does (6 full epochs)."""
+    """fit.py's default run, plain CAM, and each seed's tuned values, trained as fit.py does (its default 8 full epochs)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from fit_runs import best_epoch, last_val, run_all
 
@@ -181,7 +182,7 @@ def compare_fits(medians: List[dict], out: Path) -> None:
                      "name": f"fit-tuned-seed{median['seed']}",
                      "args": [f"--model.bg_grid_size={best['bg_grid_size']}", f"--model.lr={best['lr']}"]})
     rows = run_all(jobs, out / "fits", processes=2, threads=1)
-    print("\nfit.py, default training (6 full epochs, seed 0); test with the best val checkpoint:\n")
+    print("\nfit.py, default training (8 full epochs, seed 0); test with the best val checkpoint:\n")
     print("| run | val MaxBoxAccV2, best epoch (epoch) | val MaxBoxAccV2, last epoch | test MaxBoxAccV2 | test top1_loc |")
     print("|---|---|---|---|---|")
     for row in rows:

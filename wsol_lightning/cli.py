@@ -49,7 +49,7 @@ from wsol_lightning.resume import LastCheckpoint, RandomStateCallback, check_res
 
 #: Trainer defaults of a run (any ``--trainer.*`` flag overrides them).
 TRAINER_DEFAULTS: Dict[str, Any] = {
-    "max_epochs": 6,
+    "max_epochs": 8,
     "log_every_n_steps": 10,
     "num_sanity_val_steps": 0,
 }

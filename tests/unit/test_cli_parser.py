@@ -21,14 +21,14 @@ def test_runs_share_one_parser_and_no_flag_leaks_into_the_next(tmp_path):
     assert (first.trainer.max_epochs, first.model.hparams.wsol_method, first.model.hparams.bg_grid_size,
             first.trainer.checkpoint_callback.save_top_k) == (9, "adl", 0.6, 3)
     assert (second.trainer.max_epochs, second.model.hparams.wsol_method, second.model.hparams.bg_grid_size,
-            second.trainer.checkpoint_callback.save_top_k) == (6, "has", 0.25, 1)
+            second.trainer.checkpoint_callback.save_top_k) == (8, "has", 0.25, 1)
 
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({"trainer": {"max_epochs": 4}, "model": {"lr": 0.123}}))
     from_file = build_run([*base, "--config", str(config), "--run_dir", str(tmp_path / "c")])
     after = build_run([*base, "--run_dir", str(tmp_path / "d")])
     assert (from_file.trainer.max_epochs, from_file.model.hparams.lr) == (4, 0.123)
-    assert (after.trainer.max_epochs, after.model.hparams.lr) == (6, 0.005)
+    assert (after.trainer.max_epochs, after.model.hparams.lr) == (8, 0.005)
 
 
 def test_the_run_directory_is_where_the_trainer_writes_whatever_a_config_pinned(tmp_path, monkeypatch):

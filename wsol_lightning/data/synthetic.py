@@ -50,16 +50,18 @@ probability 0.5:
   0.8-0.9 (a 2x2 grid of cells of 51-58 px) many images lose most of the object, and the
   network localizes worse than with plain CAM.
 
-Measured with fit.py's defaults (small backbone, 6 epochs, lr 0.005 on a cosine, seeds 0-2; val
+Measured with fit.py's defaults (small backbone, 8 epochs, lr 0.005 on a cosine, seeds 0-2; val
 MaxBoxAccV2 of the last epoch, mean ± std; ``python benchmarks/bench_sweep.py``, 2026-12-02):
-0: 55.0 ± 2.7, 0.1: 55.6 ± 2.7, 0.2: 62.9 ± 1.5, **0.3: 64.0 ± 4.5**, 0.4: 61.0 ± 3.0,
-0.5: 60.3 ± 5.5, 0.6: 59.2 ± 3.5, 0.7: 56.4 ± 4.1, 0.8: 52.2 ± 3.1, 0.9: 48.6 ± 1.6; test
-MaxBoxAccV2 of the tested checkpoint peaks at 0.3 too (64.8 ± 3.3 against 55.1 ± 4.0 for plain
-CAM and 52.6 ± 4.9 at 0.9). Curves rise over the epochs at the optimum (best val epoch 3-5) and
-val top-1 after two epochs is 72-85 %, so classification is not solved at once. On CUB with an
-ImageNet-pretrained backbone, HaS helps at cells of roughly 0.07-0.25 of the side; here the
-optimum sits a little higher, probably because the mark (5-10 px of 64) is relatively larger than
-a bird's head at 224 px (not measured). See the README ("The embedded default data").
+0: 55.6 ± 1.6, 0.1: 56.1 ± 2.9, **0.2: 63.8 ± 1.9**, 0.3: 63.5 ± 2.8, 0.4: 62.1 ± 0.9,
+0.5: 61.4 ± 6.3, 0.6: 61.3 ± 3.5, 0.7: 57.4 ± 5.1, 0.8: 54.4 ± 3.5, 0.9: 48.9 ± 2.3; test
+MaxBoxAccV2 of the tested checkpoint peaks at 0.2 too (64.5 ± 2.6 against 56.5 ± 2.4 for plain
+CAM and 52.5 ± 5.9 at 0.9). Curves rise over the epochs at the optimum (best val epoch 6-7 of
+0-7) and val top-1 after two epochs is 84-91 %, so classification is not solved at once. The
+decline starts at 0.4-0.6 (cells of 26-38 px, half the object's length: the images that lose the
+object's middle teach little) and turns into a loss at 0.8-0.9. On CUB with an ImageNet-pretrained
+backbone, HaS helps at cells of roughly 0.07-0.25 of the side; here the optimum, 0.2-0.3, sits at
+the upper end of that, probably because the mark (5-10 px of 64) is relatively larger than a
+bird's head at 224 px (not measured). See the README ("The embedded default data").
 
 Ground truth: the tight inclusive box of the object mask (``localization.txt``, box format) for
 every split, and the object mask itself (``mask_localization.txt`` with masks under
