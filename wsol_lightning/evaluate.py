@@ -29,6 +29,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import pickle
 import sys
 import threading
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -84,7 +85,9 @@ def _worker_init() -> None:
 
 
 def _run(function, image_ids: Sequence[str], workers: int) -> List[tuple]:
-    """``function`` over chunks of image ids, in ``workers`` forked processes (inline for 1 or few maps)."""
+    """``function`` over chunks of image ids, in this process and ``workers - 1`` forked ones (inline for 1
+    or few maps). A ``multiprocessing.Pool`` of ``workers`` processes took about 10 % more wall and CPU time
+    on 1000 smooth maps (measured 2026-12-02; there the parent only dispatches)."""
     chunks = [image_ids[i:i + CHUNK] for i in range(0, len(image_ids), CHUNK)]
     # fork() from a process with other threads (torch, a metric's thread pool, pytest plugins) can copy a
     # held lock into the child and hang it: fork only from a single-threaded process without torch.
@@ -92,8 +95,73 @@ def _run(function, image_ids: Sequence[str], workers: int) -> List[tuple]:
         workers = 1
     if workers <= 1 or len(chunks) <= 2:
         return [function(chunk) for chunk in chunks]
-    with multiprocessing.get_context("fork").Pool(min(workers, len(chunks)), initializer=_worker_init) as pool:
-        return list(pool.imap_unordered(function, chunks))
+    return _forked(function, chunks, min(workers, len(chunks)))
+
+
+def _forked(function, chunks: List[Sequence[str]], workers: int) -> List[tuple]:
+    """``function`` over ``chunks`` in this process and ``workers - 1`` forked children.
+
+    Each takes the next chunk from a shared counter (maps differ 2-3x in cost) and the children
+    send their results back pickled, once, when the chunks run out. An error stops the handing out,
+    and the first one (the parent's, else the first child's) is raised here.
+    """
+    context = multiprocessing.get_context("fork")
+    next_chunk = context.Value("q", 0)
+
+    def work() -> List[tuple]:
+        results = []
+        while True:
+            with next_chunk.get_lock():
+                index = next_chunk.value
+                next_chunk.value = index + 1
+            if index >= len(chunks):
+                return results
+            try:
+                results.append(function(chunks[index]))
+            except BaseException:
+                with next_chunk.get_lock():
+                    next_chunk.value = len(chunks)
+                raise
+
+    children = []
+    for _ in range(workers - 1):
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: work, send, exit without running the parent's exit handlers
+            os.close(read)
+            status = 1
+            try:
+                _worker_init()
+                payload = ("ok", work())
+            except BaseException as error:  # noqa: BLE001 - handed to the parent, which raises it
+                payload = ("error", error)
+            try:
+                with os.fdopen(write, "wb") as pipe:
+                    pickle.dump(payload, pipe, protocol=pickle.HIGHEST_PROTOCOL)
+                status = 0
+            finally:
+                os._exit(status)
+        os.close(write)
+        children.append((pid, read))
+    results, failure = [], None
+    try:
+        results = work()
+    except BaseException as error:
+        failure = error
+    for pid, read in children:
+        try:
+            with os.fdopen(read, "rb") as pipe:
+                status, payload = pickle.load(pipe)
+        except (EOFError, pickle.UnpicklingError):
+            status, payload = "error", RuntimeError(f"evaluate.py: a worker process (pid {pid}) died")
+        os.waitpid(pid, 0)
+        if status == "ok":
+            results.extend(payload)
+        elif failure is None:
+            failure = payload
+    if failure is not None:
+        raise failure
+    return results
 
 
 def _check_files(scoremap_root: str, image_ids: Iterable[str]) -> None:
