@@ -310,8 +310,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.json:
         check_writable(args.json, "--json")
     metadata = load_metadata(args.metadata_root, args.dataset_name, args.split)
-    result = evaluate_scoremaps(args.scoremap_root, metadata, args.cam_curve_interval, args.multi_contour_eval,
-                                args.multi_iou_eval, args.iou_threshold_list, args.mask_root, args.workers)
+    try:
+        result = evaluate_scoremaps(args.scoremap_root, metadata, args.cam_curve_interval, args.multi_contour_eval,
+                                    args.multi_iou_eval, args.iou_threshold_list, args.mask_root, args.workers)
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback; nothing is written before the end
+        print("evaluate.py: interrupted by SIGINT; no result was written", file=sys.stderr)
+        return 130
     extra = unlisted_scoremaps(args.scoremap_root, metadata.image_ids)
     if extra:
         print(f"warning: {len(extra)} score maps under {args.scoremap_root} are not in {args.dataset_name}/"

@@ -116,6 +116,35 @@ def test_a_bad_map_stops_the_process_with_one_line(box_maps, tmp_path):
                                                       f"({copy / 'scoremaps' / 'bench' / '00007.jpg.npy'})")
 
 
+def test_a_nan_map_met_by_a_forked_worker_stops_the_process_with_one_line(box_maps, tmp_path):
+    """Maps are read in the workers: the error crosses back from whichever process met it."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(box_maps, copy)
+    np.save(copy / "scoremaps" / "bench" / "00031.jpg.npy", np.full((224, 224), np.nan, np.float32))
+    result = evaluate("--scoremap-root", str(copy / "scoremaps"), "--metadata-root", str(copy / "metadata"),
+                      "--dataset-name", "CUB", "--split", "test", "--multi-contour-eval", "--workers", "2")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == ["error: bench/00031.jpg: score map contains NaN"]
+
+
+def test_ctrl_c_is_one_line_and_writes_nothing(three_maps, monkeypatch, capsys):
+    import wsol_lightning.evaluate as evaluate_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate_module, "evaluate_scoremaps", interrupted)
+    out = three_maps / "out.json"
+    status = evaluate_module.main(["--scoremap-root", str(three_maps / "scoremaps"), "--metadata-root",
+                                   str(three_maps / "metadata"), "--dataset-name", "CUB", "--split", "test",
+                                   "--json", str(out)])
+    captured = capsys.readouterr()
+    assert status == 130 and not out.exists() and captured.out == ""
+    assert captured.err == "evaluate.py: interrupted by SIGINT; no result was written\n"
+
+
 def refusal(*argv: str) -> str:
     """evaluate.py's main run in this process through the scripts' guard: the one line the user reads."""
     from wsol_lightning.evaluate import main
