@@ -39,6 +39,7 @@ import numpy as np
 from wsol_lightning.data.metadata import Metadata, load_metadata
 from wsol_lightning.errors import WSOLInputError, exit_on_input_error
 from wsol_lightning.files import check_writable, write_text_atomically
+from wsol_lightning.interrupt_guard import InterruptGuard
 from wsol_lightning.metrics import compiled
 from wsol_lightning.metrics.boxes import BoxCounts, all_contour_ious
 from wsol_lightning.metrics.geometry import cam_thresholds
@@ -310,12 +311,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.json:
         check_writable(args.json, "--json")
     metadata = load_metadata(args.metadata_root, args.dataset_name, args.split)
-    try:
-        result = evaluate_scoremaps(args.scoremap_root, metadata, args.cam_curve_interval, args.multi_contour_eval,
-                                    args.multi_iou_eval, args.iou_threshold_list, args.mask_root, args.workers)
-    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback; nothing is written before the end
-        print("evaluate.py: interrupted by SIGINT; no result was written", file=sys.stderr)
-        return 130
+    with InterruptGuard() as guard:  # Ctrl-C, SIGTERM: one line, not a traceback; nothing is written before the end
+        try:
+            result = evaluate_scoremaps(args.scoremap_root, metadata, args.cam_curve_interval,
+                                        args.multi_contour_eval, args.multi_iou_eval, args.iou_threshold_list,
+                                        args.mask_root, args.workers)
+        except KeyboardInterrupt:
+            print(f"evaluate.py: interrupted by {guard.signal_name}; no result was written", file=sys.stderr)
+            return guard.exit_status
     extra = unlisted_scoremaps(args.scoremap_root, metadata.image_ids)
     if extra:
         print(f"warning: {len(extra)} score maps under {args.scoremap_root} are not in {args.dataset_name}/"

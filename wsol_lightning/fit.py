@@ -13,8 +13,9 @@ from typing import Optional, Sequence
 
 from wsol_lightning.cli import build_run, fit_and_test, format_metrics
 from wsol_lightning.errors import exit_on_input_error, fail
+from wsol_lightning.interrupt_guard import InterruptGuard
 from wsol_lightning.module import NonFiniteLossError
-from wsol_lightning.resume import InterruptGuard, interrupt_message
+from wsol_lightning.resume import interrupt_message
 
 
 @exit_on_input_error

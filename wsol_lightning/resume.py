@@ -32,10 +32,8 @@ import os
 import random
 import re
 import shlex
-import signal
 import sys
 from pathlib import Path
-from types import FrameType
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -44,6 +42,7 @@ from lightning.pytorch import Callback, Trainer
 
 from wsol_lightning.argv import has_flag, without_flag
 from wsol_lightning.errors import WSOLInputError
+from wsol_lightning.interrupt_guard import InterruptGuard
 from wsol_lightning.models.weights import read_torch_file
 
 #: File name (without ``.ckpt``) of the checkpoint written at the end of every epoch.
@@ -194,49 +193,9 @@ def resume_command(argv: Sequence[str], run_dir: str, checkpoint: str) -> str:
     return shlex.join([sys.executable or "python", script, *args, "--ckpt_path", checkpoint])
 
 
-class InterruptGuard:
-    """Turns SIGINT and SIGTERM into ``KeyboardInterrupt`` and remembers which came.
-
-    Lightning catches ``KeyboardInterrupt`` inside ``fit``/``test``: it calls the
-    callbacks' ``on_exception``, tears down (and stops DDP workers), then exits with
-    status 1; the guard tells that exit from others. SIGTERM is stopped the same
-    way, at once, rather than after the current batch as Lightning's own SIGTERM
-    flag would: the resume point is the last completed epoch either way, and one
-    path for both signals is one path to test. A second signal is ignored while
-    the first shuts the run down.
-
-    Attributes:
-        signal: the first signal received (None if none).
-    """
-
-    def __init__(self) -> None:
-        self.signal: Optional[int] = None
-        self._previous: Dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
-        if self.signal is not None:
-            return
-        self.signal = signum
-        raise KeyboardInterrupt
-
-    def __enter__(self) -> "InterruptGuard":
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-    @property
-    def exit_status(self) -> int:
-        """128 + the signal number: 130 for SIGINT, 143 for SIGTERM."""
-        return 128 + int(self.signal or 0)
-
-
 def interrupt_message(guard: InterruptGuard, argv: Sequence[str], run_dir: str) -> str:
     """What ``fit.py`` prints when interrupted: what ``last.ckpt`` holds and the command that resumes."""
-    name = signal.Signals(guard.signal).name if guard.signal else "interrupt"
+    name = guard.signal_name
     checkpoint = find_last_checkpoint(run_dir)
     if checkpoint is None:
         return (f"interrupted ({name}) before the first epoch ended: no last.ckpt under {run_dir}; "

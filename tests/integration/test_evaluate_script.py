@@ -1,6 +1,8 @@
 """scripts/evaluate.py: reference numbers on saved maps, both flag spellings, one-line refusals."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -129,20 +131,21 @@ def test_a_nan_map_met_by_a_forked_worker_stops_the_process_with_one_line(box_ma
     assert result.stderr.strip().splitlines() == ["error: bench/00031.jpg: score map contains NaN"]
 
 
-def test_ctrl_c_is_one_line_and_writes_nothing(three_maps, monkeypatch, capsys):
+@pytest.mark.parametrize("signum,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_and_sigterm_are_one_line_and_write_nothing(three_maps, monkeypatch, capsys, signum, status):
     import wsol_lightning.evaluate as evaluate_module
 
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
+    def interrupted(*args, **kwargs):  # the signal arrives while the maps are being evaluated
+        os.kill(os.getpid(), signum)
 
     monkeypatch.setattr(evaluate_module, "evaluate_scoremaps", interrupted)
     out = three_maps / "out.json"
-    status = evaluate_module.main(["--scoremap-root", str(three_maps / "scoremaps"), "--metadata-root",
-                                   str(three_maps / "metadata"), "--dataset-name", "CUB", "--split", "test",
-                                   "--json", str(out)])
+    exit_status = evaluate_module.main(["--scoremap-root", str(three_maps / "scoremaps"), "--metadata-root",
+                                        str(three_maps / "metadata"), "--dataset-name", "CUB", "--split", "test",
+                                        "--json", str(out)])
     captured = capsys.readouterr()
-    assert status == 130 and not out.exists() and captured.out == ""
-    assert captured.err == "evaluate.py: interrupted by SIGINT; no result was written\n"
+    assert exit_status == status and not out.exists() and captured.out == ""
+    assert captured.err == f"evaluate.py: interrupted by {signum.name}; no result was written\n"
 
 
 def refusal(*argv: str) -> str:

@@ -109,15 +109,17 @@ def test_samplers_and_pruners():
         make_pruner("median", 1, -1, 1)
 
 
-def pruned(pruner, history, value, step):
-    """Whether ``pruner`` stops a running trial reporting ``value`` at ``step``, after completed trials whose
-    curves are ``history`` (maximize)."""
+def pruned(pruner, history, value, step, earlier=()):
+    """Whether ``pruner`` stops a running trial reporting ``value`` at ``step`` (after ``earlier`` at steps
+    0, 1, ...), after completed trials whose curves are ``history`` (maximize)."""
     study = optuna.create_study(direction="maximize", pruner=pruner)
     dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
     for curve in history:
         study.add_trial(optuna.create_trial(params={"x": 0.5}, distributions=dist, value=curve[-1],
                                             intermediate_values=dict(enumerate(curve))))
     trial = study.ask()
+    for earlier_step, earlier_value in enumerate(earlier):
+        trial.report(earlier_value, earlier_step)
     trial.report(value, step)
     return trial.should_prune()
 
@@ -139,20 +141,9 @@ def test_patience_wraps_the_pruner_and_spares_a_trial_still_rising():
     assert isinstance(patient, optuna.pruners.PatientPruner)
     assert type(make_pruner("none", patience=0)) is optuna.pruners.NopPruner
 
-    def trial_with(curve):
-        study = optuna.create_study(direction="maximize", pruner=patient)
-        dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
-        for past in history:
-            study.add_trial(optuna.create_trial(params={"x": 0.5}, distributions=dist, value=past[-1],
-                                                intermediate_values=dict(enumerate(past))))
-        trial = study.ask()
-        for step, value in enumerate(curve):
-            trial.report(value, step)
-        return trial.should_prune()
-
-    assert not trial_with([5, 30])  # far below the median (50) at step 1, but rising: kept
-    assert trial_with([35, 30])  # below the median and fell: pruned
-    assert not trial_with([70, 60])  # fell, but above the median: kept
+    assert not pruned(patient, history, 30, step=1, earlier=[5])  # far below the median (50), but rising: kept
+    assert pruned(patient, history, 30, step=1, earlier=[35])  # below the median and fell: pruned
+    assert not pruned(patient, history, 60, step=1, earlier=[70])  # fell, but above the median: kept
     with pytest.raises(WSOLInputError, match="--patience=-1"):
         make_pruner("median", patience=-1)
 
