@@ -170,11 +170,12 @@ def kernel_phases(family: str, count: int, interval: float = 0.01) -> Dict[str, 
     """CPU milliseconds per map of the V2 kernel and of its phases on ``count`` maps of ``family``.
 
     The phases are the numba functions of :mod:`wsol_lightning.metrics.sweeps` called one by one
-    (just in time), each on every map after a warm-up, cumulatively: classes + neighbour masks,
-    classes + row runs, everything but the hole sweep (so the foreground sweep is this minus the
-    two before), everything (the hole sweep is the difference). One GT box per map.
+    (just in time), each on every map after a warm-up, cumulatively, for each of the kernel's two ways
+    forced (the kernel itself picks one per map): the sweeps (classes + neighbour masks, classes + class
+    runs, everything but the hole sweep, everything) and the level runs (classes + the run count that picks
+    the way, everything but the holes, everything). One GT box per map.
     """
-    from wsol_lightning.metrics import boxes, sweeps
+    from wsol_lightning.metrics import boxes, compiled, sweeps
     from wsol_lightning.metrics.compiled import kernel
 
     rng = np.random.default_rng(0)
@@ -184,29 +185,40 @@ def kernel_phases(family: str, count: int, interval: float = 0.01) -> Dict[str, 
         maps.append(((scoremap - scoremap.min()) / (scoremap.max() - scoremap.min())).astype(np.float32))
     gt = np.array([[20, 30, 150, 170]], np.int64)
     thresholds = np.arange(0, 1, interval)
-    workspace = boxes._workspace(SIZE, SIZE)
-    ws_int, ws_info, ws_cls, ws_masks, _, _ = workspace
+    size = (SIZE + 2) * (SIZE + 2)
+    workspace = compiled.workspace(SIZE, SIZE, columns=8 * size)  # forced level runs on noisy maps: wide
+    ws_int, ws_info, ws_cls, ws_masks, _, _, ws_rows = workspace
     u8s = [boxes.scoremap_to_uint8(m) for m in maps]
     levels = np.unique((thresholds * 255).astype(np.int64))
     lut = np.searchsorted(levels, np.arange(256), side="left").astype(np.int16)  # class: levels below
-    nclass, size = len(levels) + 1, (SIZE + 2) * (SIZE + 2)
+    nclass = len(levels) + 1
     cstart = np.zeros(nclass + 1, np.int64)
 
     def masks(u8):
         sweeps._classes(u8, lut, ws_cls)
         sweeps._masks(ws_cls, ws_masks[:size], ws_masks[size:2 * size], SIZE, SIZE)
 
-    def runs(u8):
+    def class_runs(u8):
         sweeps._classes(u8, lut, ws_cls)
         sweeps._runs(ws_cls, SIZE, SIZE, nclass, ws_int, ws_info, cstart)
 
+    def rises(u8):
+        sweeps._classes(u8, lut, ws_cls)
+        sweeps.rises(ws_cls, SIZE, SIZE)
+
+    def way(u8, number, holes):
+        sweeps.level_sweeps(u8, levels, gt, holes, 0.3, number, *workspace)
+
     steps = {
         "kernel (ahead of time, from the float map)": lambda i: kernel().scoremap_best_ious_f4(
-            maps[i], thresholds, gt, 0.3, *workspace),
-        "classes + masks": lambda i: masks(u8s[i]),
-        "classes + runs": lambda i: runs(u8s[i]),
-        "all but the hole sweep": lambda i: sweeps.level_sweeps(u8s[i], levels, gt, False, 0.3, *workspace),
-        "all, hole sweep included": lambda i: sweeps.level_sweeps(u8s[i], levels, gt, True, 0.3, *workspace),
+            maps[i], thresholds, gt, 0.3, *boxes._workspace(SIZE, SIZE)),
+        "sweeps: classes + masks": lambda i: masks(u8s[i]),
+        "sweeps: classes + class runs": lambda i: class_runs(u8s[i]),
+        "sweeps: all but the hole sweep": lambda i: way(u8s[i], sweeps.WAY_SWEEPS, False),
+        "sweeps: all": lambda i: way(u8s[i], sweeps.WAY_SWEEPS, True),
+        "level runs: classes + run count": lambda i: rises(u8s[i]),
+        "level runs: all but holes": lambda i: way(u8s[i], sweeps.WAY_RUNS, False),
+        "level runs: all": lambda i: way(u8s[i], sweeps.WAY_RUNS, True),
     }
     result = {}
     for name, step in steps.items():

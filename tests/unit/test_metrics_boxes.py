@@ -5,8 +5,10 @@ per map and threshold; the kernel derives V2 from connected components and V1
 from one ``RETR_EXTERNAL`` search per distinct level. Hundreds of random maps
 (multimodal, ring-shaped with holes, plateaus with tied contour areas, noisy
 with thousands of contours, speckled CAMs, flat; float32 and float64; 1-3 GT
-boxes) at intervals 0.01 and 0.001, and every 4x4 binary image; the
-ahead-of-time build of the kernel equals the just-in-time one.
+boxes) at intervals 0.01 and 0.001, and every 4x4 binary image; each of the
+kernel's two ways to the components (the sweeps, the level runs) forced on all
+of them, and the per-map choice; the ahead-of-time build of the kernel equals
+the just-in-time one.
 """
 
 import itertools
@@ -24,15 +26,30 @@ from wsol_lightning.metrics.boxes import (BoxCounts, best_ious_per_threshold, co
                                           scoremap_all_contour_ious)
 
 
-def _assert_map_parity(maps, gts, interval, references=None):
+#: The kernel's ways to the components: chosen per map (``auto``, what every caller gets), or one forced.
+WAYS = ["auto", "sweeps", "runs"]
+
+
+def _v2_by_way(scoremap, gt, thresholds, way, floor=0.0):
+    """V2 at every threshold through the uint8 entry point with ``way`` forced."""
+    u8, levels = kernel.scoremap_levels(scoremap, thresholds)
+    return kernel.all_contour_ious(u8, gt, levels, floor=floor, way=way)
+
+
+def _assert_map_parity(maps, gts, interval, references=None, way="auto"):
+    """V1 and V2 (the per-map kernel) equal the reference; with ``way`` forced, V2 of that way."""
     thresholds = np.arange(0, 1, interval)
     for index, (scoremap, gt) in enumerate(zip(maps, gts)):
-        v1, v2 = best_ious_per_threshold(scoremap, gt, thresholds)
+        if way == "auto":
+            v1, v2 = best_ious_per_threshold(scoremap, gt, thresholds)
+        else:
+            v1, v2 = None, _v2_by_way(scoremap, gt, thresholds, way)
         ref_v1, ref_v2 = references[index] if references else best_ious(scoremap, gt, thresholds)
-        bad_v1 = np.flatnonzero(np.abs(v1 - ref_v1) > 1e-12)
         bad_v2 = np.flatnonzero(np.abs(v2 - ref_v2) > 1e-12)
-        assert len(bad_v1) == 0, f"V1 map {index} ({scoremap.dtype}) thresholds {thresholds[bad_v1][:5]}"
-        assert len(bad_v2) == 0, f"V2 map {index} ({scoremap.dtype}) thresholds {thresholds[bad_v2][:5]}"
+        assert len(bad_v2) == 0, f"V2 ({way}) map {index} ({scoremap.dtype}) thresholds {thresholds[bad_v2][:5]}"
+        if v1 is not None:
+            bad_v1 = np.flatnonzero(np.abs(v1 - ref_v1) > 1e-12)
+            assert len(bad_v1) == 0, f"V1 map {index} ({scoremap.dtype}) thresholds {thresholds[bad_v1][:5]}"
 
 
 @pytest.fixture(scope="module")
@@ -47,24 +64,27 @@ def at_0_01():
     return maps, gts, [best_ious(scoremap, gt, thresholds) for scoremap, gt in zip(maps, gts)]
 
 
-def test_best_iou_at_every_threshold_equals_the_reference_at_0_01(at_0_01):
+@pytest.mark.parametrize("way", WAYS)
+def test_best_iou_at_every_threshold_equals_the_reference_at_0_01(at_0_01, way):
     maps, gts, references = at_0_01
-    _assert_map_parity(maps, gts, 0.01, references)
+    _assert_map_parity(maps, gts, 0.01, references, way)
 
 
-def test_best_iou_at_every_threshold_equals_the_reference_at_0_001():
+@pytest.mark.parametrize("way", WAYS)
+def test_best_iou_at_every_threshold_equals_the_reference_at_0_001(way):
     maps, gts = random_scoremaps(24, 10, kinds=("multimodal", "ring", "plateaus", "flat"))
     noisy, noisy_gts = random_scoremaps(2, 11, kinds=("noisy",))
-    _assert_map_parity(maps + noisy, gts + noisy_gts, 0.001)
+    _assert_map_parity(maps + noisy, gts + noisy_gts, 0.001, way=way)
 
 
+@pytest.mark.parametrize("way", WAYS)
 @pytest.mark.parametrize("interval", [0.01, 0.001])
-def test_speckled_cams_equal_the_reference(interval):
+def test_speckled_cams_equal_the_reference(interval, way):
     """Smooth CAMs with light pixel speckle: hundreds of small contours and holes on the slopes at every
     threshold, holes that matter; per threshold, V1 and V2, float32 and float64 (96x96: the reference
     traces every contour in Python)."""
     maps, gts = random_scoremaps(4 if interval == 0.01 else 1, 40, size=96, kinds=("speckled",))
-    _assert_map_parity(maps, gts, interval)
+    _assert_map_parity(maps, gts, interval, way=way)
 
 
 @pytest.mark.parametrize("interval", [0.01, 0.001])
@@ -105,15 +125,17 @@ def every_4x4():
     return images
 
 
-def test_every_4x4_binary_image(every_4x4):
+@pytest.mark.parametrize("way", ["sweeps", "runs"])
+def test_every_4x4_binary_image(every_4x4, way):
     """V2 from components equals RETR_TREE contours on all 65 536 binary 4x4 images (holes, diagonals, borders)."""
     gt = np.array([[1, 1, 2, 2], [0, 0, 1, 3], [3, 2, 3, 3]])
     for u8, reference_boxes in every_4x4:
-        got = kernel.all_contour_ious(u8, gt, np.array([0]))[0]
+        got = kernel.all_contour_ious(u8, gt, np.array([0]), way=way)[0]
         assert got == best_iou(reference_boxes, gt), u8
 
 
-def test_small_multilevel_images_every_level():
+@pytest.mark.parametrize("way", WAYS)
+def test_small_multilevel_images_every_level(way):
     """Random small images with few values: every level, tiny GT boxes (sensitive to each contour box)."""
     rng = np.random.default_rng(5)
     for _ in range(400):
@@ -122,7 +144,7 @@ def test_small_multilevel_images_every_level():
         gt = np.stack([rng.integers(0, width, 2), rng.integers(0, height, 2)], 1)  # (x, y) of two corners
         gt = np.array([[min(gt[0]), min(gt[1]), max(gt[0]), max(gt[1])]])
         levels = np.arange(0, 256)
-        got = kernel.all_contour_ious(u8, gt, levels)
+        got = kernel.all_contour_ious(u8, gt, levels, way=way)
         for level in (0, 59, 60, 119, 120, 179, 180, 239, 240, 255):
             binary = cv2.threshold(u8, level, 255, cv2.THRESH_BINARY)[1]
             contours = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
@@ -198,10 +220,11 @@ def test_contour_boxes_are_component_boxes_on_every_4x4_image(every_4x4):
         assert sorted(got) == expected, u8
 
 
-def test_hole_counts_from_the_euler_number_equal_opencv():
-    """The hole count that lets the background sweep stop early (components - Euler number, kept
-    by the foreground sweep) equals the number of 4-connected background components not touching
-    the border, at every level of random multi-level images and of rings."""
+@pytest.mark.parametrize("way", ["sweeps", "runs"])
+def test_hole_counts_equal_opencv(way):
+    """The hole count that lets the kernel skip holes (components - Euler number, kept by the foreground
+    sweep; the cycles of the run graph on the level runs) equals the number of 4-connected background
+    components not touching the border, at every level of random multi-level images and of rings."""
     rng = np.random.default_rng(11)
     images = [(rng.integers(0, 4, rng.integers(2, 16, 2)) * 80).astype(np.uint8) for _ in range(300)]
     ring = np.zeros((20, 20), np.uint8)
@@ -210,7 +233,7 @@ def test_hole_counts_from_the_euler_number_equal_opencv():
     gt = np.array([[0, 0, 1, 1]])
     for u8 in images:
         levels = np.arange(0, 255)
-        _, _, _, holes = kernel.component_sweeps(u8, gt, levels)
+        _, _, _, holes = kernel.component_sweeps(u8, gt, levels, way=way)
         for level in levels[::20].tolist() + [0, 79, 80, 119, 120, 199]:
             if level >= 255:
                 continue
@@ -242,18 +265,25 @@ def test_without_floor_every_v2_iou_is_the_references(floor_maps):
         assert np.allclose(exact, reference, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("way", WAYS)
 @pytest.mark.parametrize("floor", [0.3, 0.5])
-def test_floor_keeps_every_iou_at_or_above_it_exact(floor, floor_maps):
+def test_floor_keeps_every_iou_at_or_above_it_exact(floor, floor_maps, way):
     """With a floor (BoxCounts passes its smallest IoU threshold) contours whose box covers less than
     the floor's share of every GT box are not looked at (nor holes inside them): IoUs >= floor stay
     exact, smaller ones may come back lower but stay below it."""
     thresholds = np.arange(0, 1, 0.01)
     for scoremap, gt, reference, exact in zip(*floor_maps):
-        _, got = best_ious_per_threshold(scoremap, gt, thresholds, largest=False, floor=floor)
+        if way == "auto":
+            _, got = best_ious_per_threshold(scoremap, gt, thresholds, largest=False, floor=floor)
+        else:
+            got = _v2_by_way(scoremap, gt, thresholds, way, floor)
         above = reference >= floor
         assert np.array_equal(got[above], exact[above])
         assert np.all(got[~above] <= exact[~above]) and np.all(got[~above] < floor)
-    assert exact == pytest.approx(100 / 4081) and got == pytest.approx(0.0)  # the ring: lowered to 0
+    # The ring: its hole (100 / 4081 without a floor) is skipped; the sweeps skip its outer box too (-> 0), the
+    # level runs price every component's box (121 / 6100, still below the floor). A two-valued map has a run
+    # of every level at each of its edges, about one per pixel here, so the per-map choice takes the sweeps.
+    assert exact == pytest.approx(100 / 4081) and got == pytest.approx(121 / 6100 if way == "runs" else 0.0)
 
 
 def test_ahead_of_time_kernel_equals_the_just_in_time_kernel():
@@ -276,9 +306,11 @@ def test_ahead_of_time_kernel_equals_the_just_in_time_kernel():
                 assert np.array_equal(expected, got)
             u8, levels = kernel.scoremap_levels(scoremap, thresholds)
             levels = np.unique(levels)
-            expected = jit.level_sweeps(u8, levels, gt, True, floor, *compiled.workspace(224, 224))
-            got = aot.level_sweeps(u8, levels, gt, True, floor, *compiled.workspace(224, 224))
-            assert all(np.array_equal(a, b) for a, b in zip(expected, got))
+            for way in kernel.WAYS.values():
+                wide = 8 * 226 * 226  # forced level runs on a noisy map: a column per run
+                expected = jit.level_sweeps(u8, levels, gt, True, floor, way, *compiled.workspace(224, 224, wide))
+                got = aot.level_sweeps(u8, levels, gt, True, floor, way, *compiled.workspace(224, 224, wide))
+                assert all(np.array_equal(a, b) for a, b in zip(expected, got))
 
 
 @pytest.mark.parametrize("value", [np.nan, 1.5, -0.25])
@@ -301,3 +333,21 @@ def test_components_below_the_floor_are_not_taken_for_no_foreground():
     assert np.all(got < 0.3)
     _, empty = best_ious_per_threshold(np.zeros((60, 60)), gt, thresholds, largest=False, floor=0.3)
     assert np.all(empty == 1.0)  # no foreground at all: the box [0, 0, 0, 0]
+
+
+def test_run_count_is_the_rises_along_the_rows():
+    """The count that picks the kernel's way per map: the runs of every level, i.e. per row the summed rises
+    of the class from 0 before the first pixel, against numpy's count of the runs of each level's mask."""
+    from wsol_lightning.metrics import sweeps
+
+    rng = np.random.default_rng(8)
+    for _ in range(20):
+        height, width = rng.integers(1, 30, 2)
+        u8 = rng.integers(0, 256, (height, width)).astype(np.uint8)
+        levels = np.unique(rng.integers(0, 256, rng.integers(1, 40)))
+        lut = np.searchsorted(levels, np.arange(256), side="left").astype(np.int16)
+        cls = np.empty((height + 2) * (width + 2), np.int16)
+        sweeps._classes(u8, lut, cls)
+        expected = sum(int(np.count_nonzero(np.diff((u8 > level).astype(np.int8), axis=1, prepend=0) == 1))
+                       for level in levels)
+        assert sweeps.rises(cls, height, width) == expected

@@ -25,13 +25,16 @@ How it is made cheap without changing a number:
   the hole's, grown by one pixel on each side). This was checked against
   ``cv2.findContours`` on every binary image up to 4x4, 3x5 and 5x3 and on
   20 000 random ones (``tests/unit/test_metrics_boxes.py`` keeps checking
-  it). The components of all levels at once are two union-find sweeps
-  (:mod:`~wsol_lightning.metrics.sweeps`: foreground 8-connected from the top
-  level down, holes 4-connected from the bottom up, over row runs of one
-  level class), compiled with numba (:mod:`~wsol_lightning.metrics.compiled`):
-  the cost does not grow with the number of contours, so noisy early-epoch
-  maps with thousands of small contours per level cost about what smooth ones
-  cost. Scratch arrays are reused per thread (fresh ones per map cost page faults).
+  it). The components of all levels at once come from the compiled kernel
+  (:mod:`~wsol_lightning.metrics.sweeps`, numba,
+  :mod:`~wsol_lightning.metrics.compiled`) in one of two ways, picked per map:
+  on smooth maps, a union-find over the row runs of every level (a quarter as
+  many runs as pixels); on speckled and noisy ones, two union-find sweeps over
+  pixels (foreground 8-connected from the top level down, holes 4-connected
+  from the bottom up), whose cost does not grow with the number of contours,
+  so maps with thousands of small contours per level cost a few times what
+  smooth ones cost. Scratch arrays are reused per thread (fresh ones per map
+  cost page faults).
 * V1 needs OpenCV's own contour areas and order (first of the largest wins
   ties), so it keeps one ``cv2.findContours`` per distinct level, with
   ``RETR_EXTERNAL`` (a hole border never beats its own outer border, which
@@ -198,6 +201,9 @@ def all_contour_ious_opencv(u8: np.ndarray, gt_boxes: np.ndarray, levels: np.nda
 
 _SCRATCH = threading.local()
 
+#: ``way`` of :func:`component_sweeps` -> the kernel's (``sweeps.WAY_*``).
+WAYS = {"auto": 0, "sweeps": 1, "runs": 2}
+
 
 def _workspace(height: int, width: int) -> tuple:
     """This thread's scratch arrays for the kernel, grown as needed, never shrunk.
@@ -208,15 +214,16 @@ def _workspace(height: int, width: int) -> tuple:
     """
     size = (height + 2) * (width + 2)
     scratch = getattr(_SCRATCH, "arrays", None)
-    if scratch is None or scratch[2].shape[0] < size:
+    if scratch is None or scratch[2].shape[0] < size or scratch[6].shape[0] < 256 * 6 * ((width + 1) // 2):
         scratch = compiled.workspace(height, width)
         _SCRATCH.arrays = scratch
     return scratch
 
 
 def component_sweeps(u8: np.ndarray, gt_boxes: np.ndarray, levels: np.ndarray, holes: bool = True,
-                     floor: float = 0.0) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The compiled sweeps (:mod:`~wsol_lightning.metrics.sweeps`) at the given levels.
+                     floor: float = 0.0, way: str = "auto", workspace: Optional[tuple] = None,
+                     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The compiled components (:mod:`~wsol_lightning.metrics.sweeps`) at the given levels.
 
     Args:
         u8: ``[H, W]`` uint8 map.
@@ -224,24 +231,34 @@ def component_sweeps(u8: np.ndarray, gt_boxes: np.ndarray, levels: np.ndarray, h
         levels: integer levels in [0, 255] (mask ``u8 > level``), any order, repeats allowed.
         holes: include hole contours in the first result (else outer borders only).
         floor: see :func:`all_contour_ious`.
+        way: ``auto`` (per map: the level runs on smooth maps, else the sweeps), ``sweeps`` or ``runs``
+            (forced; same numbers: for tests and benchmarks).
+        workspace: scratch arrays (:func:`compiled.workspace`; default: this thread's, or with ``runs``
+            one that holds the map's runs).
 
     Returns:
         ``(V2 best IoU, foreground component count, outer-only best IoU (-1
         without foreground), hole count)``, each ``[len(levels)]``; holes are
-        counted from the Euler number (components - Euler), with or without ``holes``.
+        counted (components - Euler number; the run graph's cycles on the level runs: the same), with or
+        without ``holes``.
 
     Needs numba (:func:`compiled.kernel` is None without it).
     """
     levels = np.asarray(levels, dtype=np.int64)
     distinct, inverse = np.unique(levels, return_inverse=True)
     u8 = np.ascontiguousarray(u8, dtype=np.uint8)
+    if workspace is None and way == "runs":  # a column per run of every level: the rises along the rows
+        classes = np.searchsorted(distinct, u8, side="left").astype(np.int64)
+        runs = int(np.maximum(np.diff(classes, axis=1, prepend=0), 0).sum())
+        workspace = compiled.workspace(*u8.shape, columns=runs + u8.shape[0])
     every, components, outer, hole_count = compiled.kernel().level_sweeps(
-        u8, distinct, np.ascontiguousarray(gt_boxes, dtype=np.int64), bool(holes), float(floor),
-        *_workspace(*u8.shape))
+        u8, distinct, np.ascontiguousarray(gt_boxes, dtype=np.int64), bool(holes), float(floor), WAYS[way],
+        *(workspace or _workspace(*u8.shape)))
     return every[inverse], components[inverse], outer[inverse], hole_count[inverse]
 
 
-def all_contour_ious(u8: np.ndarray, gt_boxes: np.ndarray, levels: np.ndarray, floor: float = 0.0) -> np.ndarray:
+def all_contour_ious(u8: np.ndarray, gt_boxes: np.ndarray, levels: np.ndarray, floor: float = 0.0,
+                     way: str = "auto") -> np.ndarray:
     """V2: best IoU over every contour's box (holes included) at each given level.
 
     Args:
@@ -251,13 +268,14 @@ def all_contour_ious(u8: np.ndarray, gt_boxes: np.ndarray, levels: np.ndarray, f
         floor: only IoUs >= ``floor`` need to be exact; one below it may come
             back lower, still below it (hole contours that cannot reach it are
             skipped). ``BoxCounts`` passes its smallest IoU threshold.
+        way: see :func:`component_sweeps`.
 
     Returns:
         ``[len(levels)]`` float64.
     """
     if compiled.kernel() is None:
         return all_contour_ious_opencv(u8, gt_boxes, levels)
-    return component_sweeps(u8, gt_boxes, levels, floor=floor)[0]
+    return component_sweeps(u8, gt_boxes, levels, floor=floor, way=way)[0]
 
 
 # ----------------------------------------------------------------------------- per map
