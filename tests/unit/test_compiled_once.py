@@ -76,3 +76,29 @@ def test_the_jit_kernel_is_compiled_by_one_process_at_a_time(tmp_path):
 
 def test_the_ahead_of_time_module_is_built_once_between_racing_processes(tmp_path):
     assert _race(tmp_path, "aot") == ["compile start", "compile end"]  # the other process loads its build
+
+
+V2_FLAGS = "cx16 lahf_lm popcnt pni sse4_1 sse4_2 ssse3"
+V3_FLAGS = V2_FLAGS + " avx avx2 bmi1 bmi2 f16c fma abm movbe xsave"
+
+
+def test_the_ahead_of_time_build_targets_the_highest_x86_64_level_the_processor_has(tmp_path, monkeypatch):
+    """The module is built for x86-64-v3 or -v2 only where /proc/cpuinfo lists every flag of the level (a
+    module with instructions the processor lacks would crash it), and the level is in the module's name."""
+    import os
+
+    from wsol_lightning.metrics import compiled
+
+    if os.uname().machine != "x86_64":
+        assert compiled.target_cpu() == ""
+        return
+    for flags, level in ((V3_FLAGS + " sse2 avx512f", "x86-64-v3"), (V3_FLAGS.replace(" avx2", ""), "x86-64-v2"),
+                         (V2_FLAGS, "x86-64-v2"), (V2_FLAGS.replace("popcnt ", ""), ""), ("", "")):
+        cpuinfo = tmp_path / "cpuinfo"
+        cpuinfo.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+        assert compiled.target_cpu(str(cpuinfo)) == level, flags
+    assert compiled.target_cpu(str(tmp_path / "missing")) == ""
+    monkeypatch.setattr(compiled, "target_cpu", lambda: "x86-64-v2")
+    assert compiled._module_name().endswith("_x86_64_v2")
+    monkeypatch.setattr(compiled, "target_cpu", lambda: "")
+    assert compiled._module_name().endswith("_baseline")
