@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import pickle
 import sys
@@ -45,7 +44,7 @@ from wsol_lightning.metrics.boxes import BoxCounts, all_contour_ious
 from wsol_lightning.metrics.geometry import cam_thresholds
 from wsol_lightning.metrics.masks import load_gt_mask
 from wsol_lightning.metrics.pxap import bin_edges, pxap_from_histograms, score_histograms
-from wsol_lightning.metrics.scoremaps import load_scoremap, scoremap_path
+from wsol_lightning.metrics.scoremaps import ReadBuffer, load_scoremap, scoremap_path, validate_scoremap
 
 DATASETS = ("CUB", "ILSVRC", "OpenImages", "synthetic")  # synthetic: the embedded default data (boxes)
 MASK_DATASETS = ("OpenImages",)
@@ -58,12 +57,21 @@ _JOB: Dict[str, object] = {}
 
 
 def _box_chunk(image_ids: Sequence[str]) -> Tuple[np.ndarray, int]:
-    counts = BoxCounts(_JOB["thresholds"], _JOB["ious"], largest=not _JOB["multi_contour_eval"],
-                       every=bool(_JOB["multi_contour_eval"]))
+    every = bool(_JOB["multi_contour_eval"])
+    counts = BoxCounts(_JOB["thresholds"], _JOB["ious"], largest=not every, every=every)
     boxes, root = _JOB["boxes"], _JOB["root"]
+    # The compiled V2 kernel refuses NaN and values outside [0, 1] as it reads a map (the check here would
+    # read it once more); what it refuses is then named by the full check.
+    kernel_checks = every and compiled.kernel() is not None
+    buffer = ReadBuffer()
     for image_id in image_ids:
-        counts.add(load_scoremap(root, image_id), boxes[image_id])
-    return (counts.every if _JOB["multi_contour_eval"] else counts.largest), counts.count
+        scoremap = load_scoremap(root, image_id, check_values=not kernel_checks, into=buffer)
+        try:
+            counts.add(scoremap, boxes[image_id])
+        except ValueError:
+            validate_scoremap(scoremap, image_id)  # raises, naming the image and what is wrong
+            raise
+    return (counts.every if every else counts.largest), counts.count
 
 
 def _mask_chunk(image_ids: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:
@@ -99,29 +107,39 @@ def _run(function, image_ids: Sequence[str], workers: int) -> List[tuple]:
     return _forked(function, chunks, min(workers, len(chunks)))
 
 
+#: Chunk indices that the queue holds, all written before forking: 4 bytes each, within the smallest pipe
+#: buffer of the usual systems (16 KiB; 64 KiB on Linux). More chunks are grouped into larger ones.
+MAX_QUEUED = 4000
+
+
 def _forked(function, chunks: List[Sequence[str]], workers: int) -> List[tuple]:
     """``function`` over ``chunks`` in this process and ``workers - 1`` forked children.
 
-    Each takes the next chunk from a shared counter (maps differ 2-3x in cost) and the children
-    send their results back pickled, once, when the chunks run out. An error stops the handing out,
-    and the first one (the parent's, else the first child's) is raised here.
+    Each takes the next chunk index from a pipe filled before forking (maps differ 2-3x in cost;
+    every read of 4 bytes gets one whole index, since all were written before anyone reads) and the
+    children send their results back pickled, once, when the pipe is empty. An error empties the
+    pipe, so the others stop after their current chunk, and the first one (the parent's, else the
+    first child's) is raised here. (No ``multiprocessing``: importing it costs every run ~8 ms.)
     """
-    context = multiprocessing.get_context("fork")
-    next_chunk = context.Value("q", 0)
+    if len(chunks) > MAX_QUEUED:  # more chunks than the pipe holds: fewer, larger ones
+        per = -(-len(chunks) // MAX_QUEUED)
+        grouped = [sum((list(c) for c in chunks[i:i + per]), []) for i in range(0, len(chunks), per)]
+        return _forked(function, grouped, workers)
+    queue_read, queue_write = os.pipe()
+    os.write(queue_write, b"".join(index.to_bytes(4, "little") for index in range(len(chunks))))
+    os.close(queue_write)
 
     def work() -> List[tuple]:
         results = []
         while True:
-            with next_chunk.get_lock():
-                index = next_chunk.value
-                next_chunk.value = index + 1
-            if index >= len(chunks):
+            data = os.read(queue_read, 4)
+            if len(data) < 4:  # empty (or emptied after an error)
                 return results
             try:
-                results.append(function(chunks[index]))
+                results.append(function(chunks[int.from_bytes(data, "little")]))
             except BaseException:
-                with next_chunk.get_lock():
-                    next_chunk.value = len(chunks)
+                while os.read(queue_read, 65536):  # the others find it empty
+                    pass
                 raise
 
     children = []
@@ -149,6 +167,7 @@ def _forked(function, chunks: List[Sequence[str]], workers: int) -> List[tuple]:
         results = work()
     except BaseException as error:
         failure = error
+    os.close(queue_read)
     for pid, read in children:
         try:
             with os.fdopen(read, "rb") as pipe:

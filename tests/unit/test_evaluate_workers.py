@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from wsol_lightning import evaluate
 from wsol_lightning.errors import WSOLInputError
 from wsol_lightning.evaluate import _forked
 
@@ -22,6 +23,12 @@ def test_every_chunk_is_counted_once_over_the_processes():
     assert len({pid for _, pid in results}) == 3 and os.getpid() in {pid for _, pid in results}  # parent too
 
 
+def test_more_chunks_than_the_queue_holds_are_grouped_each_counted_once(monkeypatch):
+    monkeypatch.setattr(evaluate, "MAX_QUEUED", 7)  # 40 chunks of 3: grouped 6 at a time into 7
+    results = _forked(_count, CHUNKS, 2)
+    assert sorted(n for n, _ in results) == [4 * 3] + [6 * 3] * 6
+
+
 def _fail_on_chunk_7(chunk):
     if chunk[0] == "img7-0":
         raise WSOLInputError("img7-0: score map contains NaN")
@@ -29,7 +36,7 @@ def _fail_on_chunk_7(chunk):
 
 
 def test_an_error_in_any_process_is_raised_as_it_was():
-    for _ in range(3):  # chunk 7 lands in the parent or a child, as the counter deals them
+    for _ in range(3):  # chunk 7 lands in the parent or a child, as the queue deals them
         with pytest.raises(WSOLInputError, match="^img7-0: score map contains NaN$"):
             _forked(_fail_on_chunk_7, CHUNKS, 3)
 

@@ -39,3 +39,24 @@ def test_a_truncated_file_is_refused_naming_the_image(tmp_path):
     (tmp_path / "c.npy").write_bytes(data[:-10])
     with pytest.raises(WSOLInputError, match="^c: score map unreadable"):
         load_scoremap(str(tmp_path), "c")
+
+
+def test_maps_read_into_one_buffer_are_each_the_file_until_the_next_read(tmp_path):
+    """evaluate.py's loop reads every map into one buffer (no 200 KB allocation per map)."""
+    from wsol_lightning.metrics.scoremaps import ReadBuffer
+
+    first, second = (np.random.default_rng(seed).random((224, 224)).astype(np.float32) for seed in (5, 6))
+    np.save(tmp_path / "a.npy", first)
+    np.save(tmp_path / "b.npy", second)
+    buffer = ReadBuffer()
+    a = load_scoremap(str(tmp_path), "a", into=buffer)
+    assert np.array_equal(a, first) and a.flags.writeable
+    b = load_scoremap(str(tmp_path), "b", into=buffer)
+    assert np.array_equal(b, second) and np.shares_memory(a, b)  # the same memory: a now holds b
+
+
+def test_values_are_left_to_the_caller_only_when_asked(tmp_path):
+    np.save(tmp_path / "n.npy", np.full((224, 224), np.nan, np.float32))
+    assert np.isnan(load_scoremap(str(tmp_path), "n", check_values=False)).all()
+    with pytest.raises(WSOLInputError, match="^n: score map contains NaN$"):
+        load_scoremap(str(tmp_path), "n")
