@@ -280,10 +280,9 @@ def test_floor_keeps_every_iou_at_or_above_it_exact(floor, floor_maps, way):
         above = reference >= floor
         assert np.array_equal(got[above], exact[above])
         assert np.all(got[~above] <= exact[~above]) and np.all(got[~above] < floor)
-    # The ring: its hole (100 / 4081 without a floor) is skipped; the sweeps skip its outer box too (-> 0), the
-    # level runs price every component's box (121 / 6100, still below the floor). A two-valued map has a run
-    # of every level at each of its edges, about one per pixel here, so the per-map choice takes the sweeps.
-    assert exact == pytest.approx(100 / 4081) and got == pytest.approx(121 / 6100 if way == "runs" else 0.0)
+    # The ring: its box covers under 5 % of the GT box, so with a floor neither its outer border (121 / 6100) nor
+    # its hole (100 / 4081, the exact best) is looked at: lowered to 0.
+    assert exact == pytest.approx(100 / 4081) and got == pytest.approx(0.0)
 
 
 def test_ahead_of_time_kernel_equals_the_just_in_time_kernel():
@@ -351,3 +350,26 @@ def test_run_count_is_the_rises_along_the_rows():
         expected = sum(int(np.count_nonzero(np.diff((u8 > level).astype(np.int8), axis=1, prepend=0) == 1))
                        for level in levels)
         assert sweeps.rises(cls, height, width) == expected
+
+
+def test_levels_whose_whole_foreground_box_cannot_reach_the_floor_are_found():
+    """The level runs skip the levels from the first at which the box of the whole foreground covers less than
+    the floor of every GT box (no contour's box can do more); below it every level is looked at."""
+    from wsol_lightning.metrics import sweeps
+
+    u8 = np.zeros((50, 60), np.uint8)
+    u8[10:40, 10:50] = 100  # levels 0-99: a 40 x 30 box, [10, 10, 50, 40] as a contour's box
+    u8[20:25, 20:24] = 200  # levels 100-199: [20, 20, 24, 25]
+    levels = np.arange(0, 255)
+    lut = np.searchsorted(levels, np.arange(256), side="left").astype(np.int16)
+    cls = np.empty(52 * 62, np.int16)
+    sweeps._classes(u8, lut, cls)
+    row_top, column_top = np.zeros(50, np.int64), np.zeros(60, np.int64)
+    sweeps._scan_classes(cls, 50, 60, row_top, column_top)
+    gt = np.array([[0, 0, 59, 49]])  # the whole image: the big box covers 41 * 31 / 3000 = 0.42, the small 0.01
+    assert sweeps._first_hopeless_level(row_top, column_top, 255, gt, 0.42) == 100
+    assert sweeps._first_hopeless_level(row_top, column_top, 255, gt, 0.43) == 0
+    assert sweeps._first_hopeless_level(row_top, column_top, 255, gt, 0.01) == 200  # 6 * 5 / 3000 = 0.01
+    assert sweeps._first_hopeless_level(row_top, column_top, 255, gt, 0.0) == 255
+    small = np.array([[21, 21, 22, 22]])  # covered whole by either box, up to the last foreground level
+    assert sweeps._first_hopeless_level(row_top, column_top, 255, small, 1.0) == 200

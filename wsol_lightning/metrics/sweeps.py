@@ -427,19 +427,68 @@ def row_lists_size(width):
 
 
 @_jit
-def rises(cls, height, width):
-    """``R``: the summed rises of the class along every row, from 0 before the first pixel (framed class
-    image: one pixel of frame, pitch ``width + 2``); the number of runs over all levels."""
+def _scan_classes(cls, height, width, row_top, column_top):
+    """One pass over the framed class image (pitch ``width + 2``): the number of runs of every level (per row
+    the summed rises of the class, from 0 before the first pixel), and each row's and column's top class
+    (``row_top[height]``, ``column_top[width]``)."""
     pitch = width + 2
     total = 0
-    for y in range(1, height + 1):
-        row = cls[y * pitch + 1:y * pitch + 1 + width]
+    column_top[:] = 0
+    for y in range(height):
+        row = cls[(y + 1) * pitch + 1:(y + 1) * pitch + 1 + width]
         prev = np.int64(0)
-        for x in range(width):
+        top = np.int64(0)
+        for x in range(width):  # written so that it vectorizes
             c = np.int64(row[x])
             total += max(c - prev, 0)
+            top = max(top, c)
+            column_top[x] = max(column_top[x], c)
             prev = c
+        row_top[y] = top
     return total
+
+
+@_jit
+def rises(cls, height, width):
+    """The number of runs of every level of a framed class image (see :func:`_scan_classes`)."""
+    return _scan_classes(cls, height, width, np.zeros(height, np.int64), np.zeros(width, np.int64))
+
+
+@_jit
+def _first_hopeless_level(row_top, column_top, nlev, gt, floor):
+    """The lowest level from which on no contour can reach an IoU of ``floor``: the box of the whole
+    foreground there covers less than ``floor`` of every GT box (a contour's box lies inside it, and an IoU
+    is at most the share of the GT box covered). ``nlev`` where every level can (always with ``floor`` 0).
+
+    The foreground's box shrinks as the level rises (its rows are those whose top class is above the level),
+    so one walk up the levels finds it.
+    """
+    if floor <= 0.0:
+        return nlev
+    height, width = row_top.shape[0], column_top.shape[0]
+    y0, y1, x0, x1 = 0, height - 1, 0, width - 1
+    for level in range(nlev):
+        while y0 <= y1 and row_top[y0] <= level:
+            y0 += 1
+        while y1 >= y0 and row_top[y1] <= level:
+            y1 -= 1
+        while x0 <= x1 and column_top[x0] <= level:
+            x0 += 1
+        while x1 >= x0 and column_top[x1] <= level:
+            x1 -= 1
+        if y0 > y1:  # no foreground from here on
+            return level
+        box_x1, box_y1 = min(x1 + 1, width - 1), min(y1 + 1, height - 1)  # as a contour's box
+        reaches = False
+        for k in range(gt.shape[0]):
+            inter = (max(0, min(box_x1, gt[k, 2]) - max(x0, gt[k, 0]) + 1)
+                     * max(0, min(box_y1, gt[k, 3]) - max(y0, gt[k, 1]) + 1))
+            area = (gt[k, 2] - gt[k, 0] + 1) * (gt[k, 3] - gt[k, 1] + 1)
+            if area > 0 and inter >= floor * area:
+                reaches = True
+        if not reaches:
+            return level
+    return nlev
 
 
 @_jit
@@ -451,8 +500,9 @@ def _find_run(parent, b):
 
 
 @_jit
-def _level_runs_of_rows(cls, height, width, nlev, ints, row_lists):
-    """Every level's runs, joined 8-connected to the touching runs of their level in the row above.
+def _level_runs_of_rows(cls, height, width, nlev, limit, ints, row_lists):
+    """Every level's runs below ``limit``, joined 8-connected to the touching runs of their level in the row
+    above.
 
     Fills the run rows of ``ints`` (``R_*``; a root's box is its component's)
     and returns the number of runs and, per level, the joins that closed a
@@ -477,7 +527,7 @@ def _level_runs_of_rows(cls, height, width, nlev, ints, row_lists):
         prev = np.int64(0)
         top = np.int64(0)
         for x in range(width):
-            c = np.int64(cls[base + x])
+            c = min(np.int64(cls[base + x]), limit)
             change_x[m] = x
             change_class[m] = c
             m += c != prev
@@ -495,8 +545,11 @@ def _level_runs_of_rows(cls, height, width, nlev, ints, row_lists):
         for i in range(m):
             x = change_x[i]
             c = change_class[i]
-            for level in range(prev, c):
-                opened[level] = x
+            if c == prev + 1:  # most rises on a smooth map: one level opens
+                opened[prev] = x
+            else:
+                for level in range(prev, c):
+                    opened[level] = x
             end = x - 1
             for level in range(c, prev):
                 k = n
@@ -657,17 +710,22 @@ def _best_hole(order, first, last, ints, height, width, gt, gt_area):
 
 
 @_jit
-def _level_runs(cls, height, width, nlev, gt, holes, floor, ints, row_lists):
-    """The levels ``0 .. nlev - 1`` of a framed class image, over row runs.
+def _level_runs(cls, height, width, nlev, gt, holes, floor, row_top, column_top, ints, row_lists):
+    """The levels ``0 .. nlev - 1`` of a framed class image, over row runs (``row_top``, ``column_top``: from
+    :func:`_scan_classes`).
 
-    Returns what :func:`_level_sweeps` returns
-    (best IoU over every contour with ``holes``, else outer borders only, with
-    the zero box where a level has no foreground; component count; outer-only
-    best IoU, -1 without foreground; hole count), each ``[nlev]``. With
-    ``floor``, hole borders are looked at only where one could reach it (an
-    IoU below ``floor`` may come back lower, still below it).
+    Returns what :func:`_level_sweeps` returns (best IoU over every contour
+    with ``holes``, else outer borders only, with the zero box where a level
+    has no foreground; component count; outer-only best IoU, -1 without
+    foreground; hole count), each ``[nlev]``. With ``floor``, contours are
+    looked at only where one could reach it (an IoU below ``floor`` may come
+    back lower, still below it): hole borders only where one could, and no
+    level from the first at which the whole foreground's box cannot
+    (:func:`_first_hopeless_level`; there every result is 0 and the counts
+    -1).
     """
-    n, cycles = _level_runs_of_rows(cls, height, width, nlev, ints, row_lists)
+    limit = _first_hopeless_level(row_top, column_top, nlev, gt, floor)
+    n, cycles = _level_runs_of_rows(cls, height, width, nlev, limit, ints, row_lists)
     parent, bx0, bx1, by0, by1, level_of = (ints[R_PARENT], ints[R_X0], ints[R_X1], ints[R_Y0], ints[R_Y1],
                                             ints[R_LEVEL])
     gt_area = (gt[:, 2] - gt[:, 0] + 1) * (gt[:, 3] - gt[:, 1] + 1)
@@ -707,6 +765,12 @@ def _level_runs(cls, height, width, nlev, gt, holes, floor, ints, row_lists):
     for k in range(gt.shape[0]):
         value, _ = _iou_and_share(0, 0, 0, 0, gt[k:k + 1], gt_area[k:k + 1])
         empty = max(empty, value)
+    top = 0
+    for y in range(height):
+        top = max(top, row_top[y])
+    for level in range(limit, min(top, nlev)):  # not looked at: foreground, no contour that reaches the floor
+        result[level] = outer[level] = 0.0
+        components[level] = cycles[level] = -1
     for level in range(nlev):
         if outer[level] < 0:
             result[level] = empty
@@ -738,11 +802,13 @@ def _level_sweeps(u8, lut, nclass, gt, holes, floor, way, ws_int, ws_info, ws_cl
     nlev = nclass - 1
     _classes(u8, lut, ws_cls)
     if way != WAY_SWEEPS:
-        count = rises(ws_cls, height, width)  # the runs of every level
+        row_top, column_top = np.zeros(height, np.int64), np.zeros(width, np.int64)
+        count = _scan_classes(ws_cls, height, width, row_top, column_top)  # the runs of every level
         if way == WAY_RUNS or count <= RUNS_PER_PIXEL * height * width:
             if count + height > ws_int.shape[1]:  # they and one level's gaps need a column each
                 raise ValueError("level runs: workspace too small for the map's runs")
-            return _level_runs(ws_cls, height, width, nlev, gt, holes, floor, ws_int, ws_rows)
+            return _level_runs(ws_cls, height, width, nlev, gt, holes, floor, row_top, column_top, ws_int,
+                               ws_rows)
     fg_masks, bg_masks = ws_masks[:size], ws_masks[size:2 * size]
     cstart = np.zeros(nclass + 1, np.int64)
     _masks(ws_cls, fg_masks, bg_masks, height, width)
