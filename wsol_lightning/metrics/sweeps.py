@@ -631,18 +631,31 @@ def _best_hole(order, first, last, ints, height, width, gt, gt_area):
     border. A gap at either end of a row, or in the first or last row, touches
     it; so do the gaps that overlap one of those in the row above or below. Only
     the other gaps (between two runs, inside the image) are union-find nodes, and
-    the row lists hold the border ones as -1. A hole border's box is the hole's
-    grown by one pixel (``x1 = min(x + w, W - 1)`` as for every box).
+    the row lists hold the border ones as -1. Only rows with two runs or more
+    have such gaps, so only those rows and the two around them are looked at. A
+    hole border's box is the hole's grown by one pixel (``x1 = min(x + w, W - 1)``
+    as for every box).
     """
     row_of, start_of, end_of = ints[R_ROW], ints[R_START], ints[R_END]
     parent, gx0, gx1, gy0, gy1, border = (ints[G_PARENT], ints[G_X0], ints[G_X1], ints[G_Y0], ints[G_Y1],
                                           ints[G_BORDER])
     list_start, list_end, list_node = ints[G_START], ints[G_END], ints[G_NODE]  # two rows' gap lists
     stride = width + 1  # gaps in a row
+    low, high = height, -1  # the rows with two runs or more
+    for j in range(first + 1, last):
+        row = row_of[order[j]]
+        if row == row_of[order[j - 1]]:
+            low = min(low, row)
+            high = max(high, row)
+    if high < 0:
+        return -1.0
+    low, high = max(low - 1, 0), min(high + 1, height - 1)
     nodes = 0
     above_count = 0
     i = first
-    for y in range(height):
+    while i < last and row_of[order[i]] < low:
+        i += 1
+    for y in range(low, high + 1):
         here = (y & 1) * stride
         above = stride - here
         count = 0
