@@ -51,6 +51,9 @@ from wsol_lightning.models.methods.base import WSOLMethod
 from wsol_lightning.models.methods.common import autocast_off
 from wsol_lightning.models.methods.registry import METHODS, all_hyperparameters, get_method
 from wsol_lightning.models.scoremaps import cams_to_scoremaps
+from wsol_lightning.quiet import install_log_filter
+
+install_log_filter()  # no LitLogger tip from the Trainers that run this module (see wsol_lightning.quiet)
 
 BackboneName = Literal[BACKBONE_NAMES]  # type: ignore[valid-type]
 MethodName = Literal[tuple(METHODS)]  # type: ignore[valid-type]

@@ -1,15 +1,18 @@
 """Narrow silencing of third-party noise that we cannot fix at its source.
 
-Installed once when the package is imported (``wsol_lightning/__init__.py``), so fit.py,
-tune.py and the tests start quiet. Each warning filter names the message, the category
-and the module the warning is attributed to, so anything about our own code, or a new
-warning of these libraries, still shows; the test configuration applies the same list
+The warning filters are installed once when the package is imported
+(``wsol_lightning/__init__.py``), so fit.py, tune.py and the tests start quiet;
+the log filter when :mod:`wsol_lightning.module` is (every Trainer of ours
+trains or evaluates a ``WSOLModule``): importing ``logging`` costs ~8 ms that
+``evaluate.py``, which starts no Trainer, would pay on every run. Each warning
+filter names the message, the category and the module the warning is
+attributed to, so anything about our own code, or a new warning of these
+libraries, still shows; the test configuration applies the same list
 (``tests/conftest.py``).
 """
 
 from __future__ import annotations
 
-import logging
 import warnings
 from typing import Tuple, Type
 
@@ -32,15 +35,27 @@ THIRD_PARTY_WARNINGS: Tuple[Tuple[str, Type[Warning], str], ...] = (
 LIGHTNING_INFO_LOGGER = "lightning.pytorch.utilities.rank_zero"
 
 
-class _DropLitLoggerTip(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:  # noqa: D102
-        return not str(record.msg).startswith("💡 Tip: For seamless cloud logging")
+def _drop_litlogger_tip(record) -> bool:
+    """A log filter (a callable, as ``logging`` accepts): False for the LitLogger advertisement."""
+    return not str(record.msg).startswith("💡 Tip: For seamless cloud logging")
+
+
+def install_warning_filters() -> None:
+    """Add the warning filters (idempotent)."""
+    for message, category, module in THIRD_PARTY_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
+
+
+def install_log_filter() -> None:
+    """Drop the LitLogger tip from Lightning's rank-zero logger (idempotent)."""
+    import logging
+
+    logger = logging.getLogger(LIGHTNING_INFO_LOGGER)
+    if _drop_litlogger_tip not in logger.filters:
+        logger.addFilter(_drop_litlogger_tip)
 
 
 def install() -> None:
     """Add the warning filters and the log filter (idempotent)."""
-    for message, category, module in THIRD_PARTY_WARNINGS:
-        warnings.filterwarnings("ignore", message=message, category=category, module=module)
-    logger = logging.getLogger(LIGHTNING_INFO_LOGGER)
-    if not any(isinstance(f, _DropLitLoggerTip) for f in logger.filters):
-        logger.addFilter(_DropLitLoggerTip())
+    install_warning_filters()
+    install_log_filter()
