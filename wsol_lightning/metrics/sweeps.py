@@ -88,8 +88,8 @@ RUNS_PER_PIXEL = 0.75
 #: the sweeps (``I_*``), and for the level runs (``R_*``: a column per run; ``G_*``: gaps, for holes).
 (I_PARENT, I_SIZE, I_X0, I_Y0, I_X1, I_Y1, I_CAND, I_DIRTY_LIST, I_RAW_FIRST, I_RAW_LAST, I_RAW_CLASS, I_RUN_OF,
  I_SEG_FIRST) = range(13)
-(R_PARENT, R_X0, R_X1, R_Y0, R_Y1, R_LEVEL, R_ROW, R_START, R_END,
- G_PARENT, G_X0, G_X1, G_Y0, G_Y1, G_BORDER, G_START, G_END, G_NODE, G_ORDER) = range(19)
+(R_PARENT, R_X0, R_X1, R_Y0, R_Y1, R_LEVEL, R_ROW, R_START, R_END, R_NEXT,
+ G_PARENT, G_X0, G_X1, G_Y0, G_Y1, G_BORDER, G_START, G_END, G_NODE) = range(19)
 NUM_INT32 = 19
 # int64 row: sorted run info (``length << 32 | y``); uint8: foreground then background masks
 # (two per pixel); bool rows: border, dirty, candidate; float64 rows: cached IoU, cached GT share;
@@ -500,17 +500,24 @@ def _find_run(parent, b):
 
 
 @_jit
-def _level_runs_of_rows(cls, height, width, nlev, limit, ints, row_lists):
+def _level_runs_of_rows(cls, height, width, nlev, limit, ints, row_lists, first_run, multi_rows):
     """Every level's runs below ``limit``, joined 8-connected to the touching runs of their level in the row
     above.
 
-    Fills the run rows of ``ints`` (``R_*``; a root's box is its component's)
+    Fills the run rows of ``ints`` (``R_*``; a root's box and level are its
+    component's; ``R_NEXT`` links each level's runs in raster order from
+    ``first_run[level]``, -1 ending it), the first and last row where a level
+    has two runs or more (``multi_rows[level]``, ``[height, -1]`` where none),
     and returns the number of runs and, per level, the joins that closed a
     cycle (its hole count).
     """
     pitch = width + 2
     parent, bx0, bx1, by0, by1 = ints[R_PARENT], ints[R_X0], ints[R_X1], ints[R_Y0], ints[R_Y1]
-    level_of, row_of, start_of, end_of = ints[R_LEVEL], ints[R_ROW], ints[R_START], ints[R_END]
+    level_of, row_of, start_of, end_of, next_of = ints[R_LEVEL], ints[R_ROW], ints[R_START], ints[R_END], ints[R_NEXT]
+    last_run = np.full(nlev, -1, np.int64)
+    first_run[:] = -1
+    multi_rows[:, 0] = height
+    multi_rows[:, 1] = -1
     stride = 6 * nlev  # entry j of every level's list (both parities, (start, end, root) each) lies together
     opened = np.zeros(nlev + 1, np.int64)  # where each level's current run opened
     count = np.zeros(2 * nlev + 2, np.int64)  # runs per (level, row parity)
@@ -555,10 +562,15 @@ def _level_runs_of_rows(cls, height, width, nlev, limit, ints, row_lists):
                 k = n
                 n += 1
                 start = opened[level]
-                level_of[k] = level
                 row_of[k] = y
                 start_of[k] = start
                 end_of[k] = end
+                next_of[k] = -1
+                if last_run[level] >= 0:
+                    next_of[last_run[level]] = k
+                else:
+                    first_run[level] = k
+                last_run[level] = k
                 slot = 2 * level + parity
                 above = 3 * (slot ^ 1)
                 above_count = count[slot ^ 1]
@@ -592,9 +604,13 @@ def _level_runs_of_rows(cls, height, width, nlev, limit, ints, row_lists):
                     bx1[k] = end
                     by0[k] = y
                     by1[k] = y
+                    level_of[k] = level
                 parent[k] = root
                 j = count[slot]
                 count[slot] = j + 1
+                if j == 1:  # a second run of the level in this row
+                    multi_rows[level, 0] = min(multi_rows[level, 0], y)
+                    multi_rows[level, 1] = y
                 here = 3 * slot + stride * j
                 row_lists[here] = start
                 row_lists[here + 1] = end
@@ -623,9 +639,9 @@ def _iou_and_share(x0, y0, x1, y1, gt, gt_area):
 
 
 @_jit
-def _best_hole(order, first, last, ints, height, width, gt, gt_area):
-    """Best IoU over the hole borders of one level (-1 without a hole); ``order[first:last]`` are its runs
-    in raster order.
+def _best_hole(first, low, high, ints, height, width, gt, gt_area):
+    """Best IoU over the hole borders of one level (-1 without a hole): its runs from ``first`` on (linked by
+    ``R_NEXT``, in raster order), ``low``, ``high`` its first and last row with two runs or more.
 
     Holes: 4-connected components of the gaps between the runs that touch no
     border. A gap at either end of a row, or in the first or last row, touches
@@ -636,35 +652,29 @@ def _best_hole(order, first, last, ints, height, width, gt, gt_area):
     hole border's box is the hole's grown by one pixel (``x1 = min(x + w, W - 1)``
     as for every box).
     """
-    row_of, start_of, end_of = ints[R_ROW], ints[R_START], ints[R_END]
+    row_of, start_of, end_of, next_of = ints[R_ROW], ints[R_START], ints[R_END], ints[R_NEXT]
     parent, gx0, gx1, gy0, gy1, border = (ints[G_PARENT], ints[G_X0], ints[G_X1], ints[G_Y0], ints[G_Y1],
                                           ints[G_BORDER])
     list_start, list_end, list_node = ints[G_START], ints[G_END], ints[G_NODE]  # two rows' gap lists
     stride = width + 1  # gaps in a row
-    low, high = height, -1  # the rows with two runs or more
-    for j in range(first + 1, last):
-        row = row_of[order[j]]
-        if row == row_of[order[j - 1]]:
-            low = min(low, row)
-            high = max(high, row)
     if high < 0:
         return -1.0
     low, high = max(low - 1, 0), min(high + 1, height - 1)
+    run = first
+    while run >= 0 and row_of[run] < low:
+        run = next_of[run]
     nodes = 0
     above_count = 0
-    i = first
-    while i < last and row_of[order[i]] < low:
-        i += 1
     for y in range(low, high + 1):
         here = (y & 1) * stride
         above = stride - here
         count = 0
         x = 0
         while True:  # the gaps of row y: before each run, and after the last
-            if i < last and row_of[order[i]] == y:
-                stop = start_of[order[i]] - 1
-                after = end_of[order[i]] + 1
-                i += 1
+            if run >= 0 and row_of[run] == y:
+                stop = start_of[run] - 1
+                after = end_of[run] + 1
+                run = next_of[run]
             else:
                 stop = width - 1
                 after = -1
@@ -738,7 +748,8 @@ def _level_runs(cls, height, width, nlev, gt, holes, floor, row_top, column_top,
     -1).
     """
     limit = _first_hopeless_level(row_top, column_top, nlev, gt, floor)
-    n, cycles = _level_runs_of_rows(cls, height, width, nlev, limit, ints, row_lists)
+    first_run, multi_rows = np.empty(nlev, np.int64), np.empty((nlev, 2), np.int64)
+    n, cycles = _level_runs_of_rows(cls, height, width, nlev, limit, ints, row_lists, first_run, multi_rows)
     parent, bx0, bx1, by0, by1, level_of = (ints[R_PARENT], ints[R_X0], ints[R_X1], ints[R_Y0], ints[R_Y1],
                                             ints[R_LEVEL])
     gt_area = (gt[:, 2] - gt[:, 0] + 1) * (gt[:, 3] - gt[:, 1] + 1)
@@ -755,25 +766,11 @@ def _level_runs(cls, height, width, nlev, gt, holes, floor, row_top, column_top,
             share[level] = max(share[level], covered)
     result = outer.copy()
     if holes:
-        matters = (cycles > 0) & (share > outer) & (share >= floor)
-        if matters.any():
-            start = np.zeros(nlev + 1, np.int64)  # the runs of those levels, by level, in raster order
-            for k in range(n):
-                start[level_of[k] + 1] += matters[level_of[k]]
-            for level in range(nlev):
-                start[level + 1] += start[level]
-            fill = start[:nlev].copy()
-            order = ints[G_ORDER]
-            for k in range(n):
-                level = level_of[k]
-                if matters[level]:
-                    order[fill[level]] = k
-                    fill[level] += 1
-            for level in range(nlev):
-                if matters[level]:
-                    result[level] = max(result[level],
-                                        _best_hole(order, start[level], start[level + 1], ints, height, width, gt,
-                                                   gt_area))
+        for level in range(nlev):
+            if cycles[level] > 0 and share[level] > outer[level] and share[level] >= floor:
+                result[level] = max(result[level], _best_hole(first_run[level], multi_rows[level, 0],
+                                                              multi_rows[level, 1], ints, height, width, gt,
+                                                              gt_area))
     empty = 0.0  # no contour: the box [0, 0, 0, 0]
     for k in range(gt.shape[0]):
         value, _ = _iou_and_share(0, 0, 0, 0, gt[k:k + 1], gt_area[k:k + 1])
