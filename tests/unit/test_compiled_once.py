@@ -92,8 +92,10 @@ def test_the_ahead_of_time_build_targets_the_highest_x86_64_level_the_processor_
     if os.uname().machine != "x86_64":
         assert compiled.target_cpu() == ""
         return
-    for flags, level in ((V3_FLAGS + " sse2 avx512f", "x86-64-v3"), (V3_FLAGS.replace(" avx2", ""), "x86-64-v2"),
-                         (V2_FLAGS, "x86-64-v2"), (V2_FLAGS.replace("popcnt ", ""), ""), ("", "")):
+    v4_flags = V3_FLAGS + " avx512f avx512bw avx512cd avx512dq avx512vl"
+    for flags, level in ((v4_flags + " sse2", "x86-64-v4"), (V3_FLAGS + " sse2 avx512f", "x86-64-v3"),
+                         (V3_FLAGS.replace(" avx2", ""), "x86-64-v2"), (V2_FLAGS, "x86-64-v2"),
+                         (V2_FLAGS.replace("popcnt ", ""), ""), ("", "")):
         cpuinfo = tmp_path / "cpuinfo"
         cpuinfo.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
         assert compiled.target_cpu(str(cpuinfo)) == level, flags
