@@ -80,9 +80,11 @@ WAY_AUTO, WAY_SWEEPS, WAY_RUNS = 0, 1, 2
 _jit = numba.njit(cache=True, nogil=True, boundscheck=False)
 
 #: Below this many runs per pixel (all levels' runs over ``height * width``) a map takes the level runs, above
-#: it the sweeps. Measured on CAM-like maps with speckle of rising amplitude (2026-12-08, JIT kernels): the
-#: level runs cost 0.45x the sweeps at 0.27 runs per pixel (smooth maps), 0.6-0.7x at 0.5-0.6, as much at 0.9.
-RUNS_PER_PIXEL = 0.75
+#: it the sweeps. Measured on the benchmark's CAM-like maps with speckle of rising amplitude, one random GT
+#: box each, floor 0.3 (2026-12-08, JIT kernels, each way forced): the level runs cost 0.45-0.5x the sweeps
+#: at 0.28-0.34 runs per pixel (smooth maps), 0.62x at 0.48, 0.74x at 0.61, 0.85x at 0.76, 0.97x at 0.91,
+#: 1.16x at 1.21 (speckled maps have about 1.6).
+RUNS_PER_PIXEL = 0.85
 
 #: Rows of the int32 workspace (one column per framed pixel; :func:`compiled.workspace` allocates it), for
 #: the sweeps (``I_*``), and for the level runs (``R_*``: a column per run; ``G_*``: gaps, for holes).
