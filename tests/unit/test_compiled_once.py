@@ -104,3 +104,18 @@ def test_the_ahead_of_time_build_targets_the_highest_x86_64_level_the_processor_
     assert compiled._module_name().endswith("_x86_64_v2")
     monkeypatch.setattr(compiled, "target_cpu", lambda: "")
     assert compiled._module_name().endswith("_baseline")
+
+
+def test_a_build_removes_the_older_builds_of_its_level_and_unlevelled_ones_only(tmp_path):
+    from wsol_lightning.metrics import compiled
+
+    suffix = compiled.importlib.machinery.EXTENSION_SUFFIXES[0]
+    names = ["_sweeps_aot_new0000000000000_x86_64_v3", "_sweeps_aot_old0000000000000_x86_64_v3",
+             "_sweeps_aot_old0000000000000_x86_64_v4", "_sweeps_aot_old0000000000000_baseline",
+             "_sweeps_aot_53f707de3f332e9b"]  # the last: named before levels were
+    for name in names:
+        (tmp_path / (name + suffix)).write_text("")
+    (tmp_path / "sweeps_aot_build.lock").write_text("")
+    compiled.remove_stale_builds(tmp_path, names[0] + suffix)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [names[0] + suffix, names[2] + suffix, names[3] + suffix, "sweeps_aot_build.lock"])

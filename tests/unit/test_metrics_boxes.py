@@ -373,3 +373,18 @@ def test_levels_whose_whole_foreground_box_cannot_reach_the_floor_are_found():
     assert sweeps._first_hopeless_level(row_top, column_top, 255, gt, 0.0) == 255
     small = np.array([[21, 21, 22, 22]])  # covered whole by either box, up to the last foreground level
     assert sweeps._first_hopeless_level(row_top, column_top, 255, small, 1.0) == 200
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_an_iou_exactly_at_the_floor_is_exact(way):
+    """A contour box inside a GT box covering exactly the floor's share of it has that IoU, so it must come
+    back exact: 7 / 100 >= 0.07 holds where 0.07 * 100 > 7 (a product would skip the level)."""
+    u8 = np.zeros((1, 30), np.uint8)
+    u8[0, :6] = 200  # the contour box [0, 0, 6, 0]: 7 pixels
+    got, components, _, _ = kernel.component_sweeps(u8, np.array([[0, 0, 99, 0]]), np.array([100]), floor=0.07,
+                                                    way=way)
+    assert got[0] == 7 / 100 and components[0] == 1
+    scoremap = np.zeros((30, 30), np.float32)
+    scoremap[0:4, 0:10] = 1.0  # the box [0, 0, 10, 4]: 55 pixels of a 20 x 5 GT box
+    best = scoremap_all_contour_ious(scoremap, np.array([[0, 0, 19, 4]]), np.arange(0, 1, 0.01), 0.55)
+    assert np.all(best[:99] == 55 / 100)

@@ -152,6 +152,10 @@ def _exclusive(name: str) -> Iterator[None]:
         yield
 
 
+#: The last part of a module's name: its CPU level (:func:`_module_name`).
+CPU_LEVEL_TAGS = ("v4", "v3", "v2", "baseline")
+
+
 def _module_name() -> str:
     """``_sweeps_aot_<key>_<cpu level>``: a build removes the earlier ones of its own CPU level only."""
     return f"_sweeps_aot_{_versions_key()}_{(target_cpu() or 'baseline').replace('-', '_')}"
@@ -188,11 +192,20 @@ def _build(directory: Path, name: str) -> Path:
             built = Path(scratch) / cc.output_file
             target = directory / cc.output_file
             os.replace(built, target)  # atomic: a concurrent build or reader never sees half a file
-    level = name.rsplit("_", 1)[1]  # builds of earlier versions of the kernel for this CPU level
-    for stale in directory.glob(f"_sweeps_aot_*_{level}{importlib.machinery.EXTENSION_SUFFIXES[0]}"):
-        if stale.name != target.name and stale.is_file():
-            stale.unlink(missing_ok=True)
+    remove_stale_builds(directory, target.name)
     return target
+
+
+def remove_stale_builds(directory: Path, keep: str) -> None:
+    """Remove the builds in ``directory`` that ``keep`` (a module's file name) replaces: those of other
+    versions of the kernel for its CPU level, and those named before the level was part of the name. The
+    builds for other levels stay (another machine sharing the folder may load them)."""
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    level = keep[:-len(suffix)].rsplit("_", 1)[1]
+    for stale in directory.glob(f"_sweeps_aot_*{suffix}"):
+        tag = stale.name[:-len(suffix)].rsplit("_", 1)[1]
+        if stale.name != keep and stale.is_file() and (tag == level or tag not in CPU_LEVEL_TAGS):
+            stale.unlink(missing_ok=True)
 
 
 def ahead_of_time(build: bool = True):

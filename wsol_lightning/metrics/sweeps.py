@@ -389,7 +389,7 @@ def _sweep(background, cls_from, cls_to, cstart, height, width, gt, floor, ints,
                 iou = inter / union if union > 0 else 0.0
                 if iou > value:
                     value = iou
-                if gt_area[k] > 0 and inter > cover * gt_area[k]:
+                if gt_area[k] > 0 and inter / gt_area[k] > cover:  # divided, as an IoU is: see _first_hopeless_level
                     cover = inter / gt_area[k]
             cached[0, r] = value
             cached[1, r] = cover
@@ -486,7 +486,7 @@ def _first_hopeless_level(row_top, column_top, nlev, gt, floor):
             inter = (max(0, min(box_x1, gt[k, 2]) - max(x0, gt[k, 0]) + 1)
                      * max(0, min(box_y1, gt[k, 3]) - max(y0, gt[k, 1]) + 1))
             area = (gt[k, 2] - gt[k, 0] + 1) * (gt[k, 3] - gt[k, 1] + 1)
-            if area > 0 and inter >= floor * area:
+            if area > 0 and inter / area >= floor:  # not inter >= floor * area: 7 / 100 >= 0.07, 0.07 * 100 > 7
                 reaches = True
         if not reaches:
             return level
@@ -635,7 +635,7 @@ def _iou_and_share(x0, y0, x1, y1, gt, gt_area):
         iou = inter / union if union > 0 else 0.0
         if iou > value:
             value = iou
-        if gt_area[k] > 0 and inter > share * gt_area[k]:
+        if gt_area[k] > 0 and inter / gt_area[k] > share:
             share = inter / gt_area[k]
     return value, share
 
