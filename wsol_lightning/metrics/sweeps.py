@@ -229,6 +229,25 @@ def _runs(cls, height, width, nclass, ints, info, cstart):
 
 # ----------------------------------------------------------------------------- the sweeps
 @_jit
+def _iou_and_share(x0, y0, x1, y1, gt, gt_area):
+    """Best IoU of the box with the GT boxes (a union <= 0 counts 0) and the largest share of a GT box
+    it covers."""
+    area = (x1 - x0 + 1) * (y1 - y0 + 1)
+    value = 0.0
+    share = 0.0
+    for k in range(gt.shape[0]):
+        inter = (max(0, min(x1, gt[k, 2]) - max(x0, gt[k, 0]) + 1)
+                 * max(0, min(y1, gt[k, 3]) - max(y0, gt[k, 1]) + 1))
+        union = area + gt_area[k] - inter
+        iou = inter / union if union > 0 else 0.0
+        if iou > value:
+            value = iou
+        if gt_area[k] > 0 and inter / gt_area[k] > share:
+            share = inter / gt_area[k]
+    return value, share
+
+
+@_jit
 def _sweep(background, cls_from, cls_to, cstart, height, width, gt, floor, ints, info, masks, flags, cached,
            evaluate, best_out, count_out, bound_out, euler_out):
     """One union-find sweep over the runs of classes ``cls_from`` .. ``cls_to`` (either direction).
@@ -379,18 +398,7 @@ def _sweep(background, cls_from, cls_to, cstart, height, width, gt, floor, ints,
             else:
                 x0, y0 = bx0[r], by0[r]
                 x1, y1 = min(bx1[r] + 1, width - 1), min(by1[r] + 1, height - 1)
-            area = (x1 - x0 + 1) * (y1 - y0 + 1)
-            value = 0.0
-            cover = 0.0
-            for k in range(gt.shape[0]):
-                inter = (max(0, min(x1, gt[k, 2]) - max(x0, gt[k, 0]) + 1)
-                         * max(0, min(y1, gt[k, 3]) - max(y0, gt[k, 1]) + 1))
-                union = area + gt_area[k] - inter
-                iou = inter / union if union > 0 else 0.0
-                if iou > value:
-                    value = iou
-                if gt_area[k] > 0 and inter / gt_area[k] > cover:  # divided, as an IoU is: see _first_hopeless_level
-                    cover = inter / gt_area[k]
+            value, cover = _iou_and_share(x0, y0, x1, y1, gt, gt_area)
             cached[0, r] = value
             cached[1, r] = cover
             if cover >= floor and not in_cand[r]:  # a box only grows: once a candidate, always
@@ -622,25 +630,6 @@ def _level_runs_of_rows(cls, height, width, nlev, limit, ints, row_lists, first_
 
 
 @_jit
-def _iou_and_share(x0, y0, x1, y1, gt, gt_area):
-    """Best IoU of the box with the GT boxes (a union <= 0 counts 0) and the largest share of a GT box
-    it covers."""
-    area = (x1 - x0 + 1) * (y1 - y0 + 1)
-    value = 0.0
-    share = 0.0
-    for k in range(gt.shape[0]):
-        inter = (max(0, min(x1, gt[k, 2]) - max(x0, gt[k, 0]) + 1)
-                 * max(0, min(y1, gt[k, 3]) - max(y0, gt[k, 1]) + 1))
-        union = area + gt_area[k] - inter
-        iou = inter / union if union > 0 else 0.0
-        if iou > value:
-            value = iou
-        if gt_area[k] > 0 and inter / gt_area[k] > share:
-            share = inter / gt_area[k]
-    return value, share
-
-
-@_jit
 def _best_hole(first, low, high, ints, height, width, gt, gt_area):
     """Best IoU over the hole borders of one level (-1 without a hole): its runs from ``first`` on (linked by
     ``R_NEXT``, in raster order), ``low``, ``high`` its first and last row with two runs or more.
@@ -773,10 +762,7 @@ def _level_runs(cls, height, width, nlev, gt, holes, floor, row_top, column_top,
                 result[level] = max(result[level], _best_hole(first_run[level], multi_rows[level, 0],
                                                               multi_rows[level, 1], ints, height, width, gt,
                                                               gt_area))
-    empty = 0.0  # no contour: the box [0, 0, 0, 0]
-    for k in range(gt.shape[0]):
-        value, _ = _iou_and_share(0, 0, 0, 0, gt[k:k + 1], gt_area[k:k + 1])
-        empty = max(empty, value)
+    empty = _iou_and_share(0, 0, 0, 0, gt, gt_area)[0]  # no contour: the box [0, 0, 0, 0]
     top = 0
     for y in range(height):
         top = max(top, row_top[y])
@@ -849,13 +835,8 @@ def _level_sweeps(u8, lut, nclass, gt, holes, floor, way, ws_int, ws_info, ws_cl
             for level in range(last + 1):
                 if matters[level] and hole_best[level] > result[level]:
                     result[level] = hole_best[level]
-    empty = 0.0  # no contour: the box [0, 0, 0, 0]
-    for k in range(gt.shape[0]):
-        inter = max(0, min(0, gt[k, 2]) - max(0, gt[k, 0]) + 1) * max(0, min(0, gt[k, 3]) - max(0, gt[k, 1]) + 1)
-        union = 1 + (gt[k, 2] - gt[k, 0] + 1) * (gt[k, 3] - gt[k, 1] + 1) - inter
-        iou = inter / union if union > 0 else 0.0
-        if iou > empty:
-            empty = iou
+    gt_area = (gt[:, 2] - gt[:, 0] + 1) * (gt[:, 3] - gt[:, 1] + 1)
+    empty = _iou_and_share(0, 0, 0, 0, gt, gt_area)[0]  # no contour: the box [0, 0, 0, 0]
     for level in range(nlev):
         if outer[level] < 0:
             result[level] = empty
