@@ -123,7 +123,7 @@ def _forked(function, chunks: List[Sequence[str]], workers: int) -> List[tuple]:
     """
     if len(chunks) > MAX_QUEUED:  # more chunks than the pipe holds: fewer, larger ones
         per = -(-len(chunks) // MAX_QUEUED)
-        grouped = [sum((list(c) for c in chunks[i:i + per]), []) for i in range(0, len(chunks), per)]
+        grouped = [[image_id for chunk in chunks[i:i + per] for image_id in chunk] for i in range(0, len(chunks), per)]
         return _forked(function, grouped, workers)
     queue_read, queue_write = os.pipe()
     os.write(queue_write, b"".join(index.to_bytes(4, "little") for index in range(len(chunks))))

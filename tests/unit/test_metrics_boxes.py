@@ -366,13 +366,17 @@ def test_levels_whose_whole_foreground_box_cannot_reach_the_floor_are_found():
     sweeps._classes(u8, lut, cls)
     row_top, column_top = np.zeros(50, np.int64), np.zeros(60, np.int64)
     sweeps._scan_classes(cls, 50, 60, row_top, column_top)
-    gt = np.array([[0, 0, 59, 49]])  # the whole image: the big box covers 41 * 31 / 3000 = 0.42, the small 0.01
-    assert sweeps._first_hopeless_level(row_top, column_top, 255, gt, 0.42) == 100
-    assert sweeps._first_hopeless_level(row_top, column_top, 255, gt, 0.43) == 0
-    assert sweeps._first_hopeless_level(row_top, column_top, 255, gt, 0.01) == 200  # 6 * 5 / 3000 = 0.01
-    assert sweeps._first_hopeless_level(row_top, column_top, 255, gt, 0.0) == 255
-    small = np.array([[21, 21, 22, 22]])  # covered whole by either box, up to the last foreground level
-    assert sweeps._first_hopeless_level(row_top, column_top, 255, small, 1.0) == 200
+    def first_hopeless(gt, floor):
+        gt = np.array(gt, np.int64)
+        area = (gt[:, 2] - gt[:, 0] + 1) * (gt[:, 3] - gt[:, 1] + 1)
+        return sweeps._first_hopeless_level(row_top, column_top, 255, gt, area, floor)
+
+    whole = [[0, 0, 59, 49]]  # the whole image: the big box covers 41 * 31 / 3000 = 0.42, the small 0.01
+    assert first_hopeless(whole, 0.42) == 100
+    assert first_hopeless(whole, 0.43) == 0
+    assert first_hopeless(whole, 0.01) == 200  # 6 * 5 / 3000 = 0.01
+    assert first_hopeless(whole, 0.0) == 255
+    assert first_hopeless([[21, 21, 22, 22]], 1.0) == 200  # covered whole by either box, up to the last level
 
 
 @pytest.mark.parametrize("way", WAYS)

@@ -214,7 +214,7 @@ def _workspace(height: int, width: int) -> tuple:
     """
     size = (height + 2) * (width + 2)
     scratch = getattr(_SCRATCH, "arrays", None)
-    if scratch is None or scratch[2].shape[0] < size or scratch[6].shape[0] < 256 * 6 * ((width + 1) // 2):
+    if scratch is None or scratch[2].shape[0] < size or scratch[6].shape[0] < compiled.row_lists_size(width):
         scratch = compiled.workspace(height, width)
         _SCRATCH.arrays = scratch
     return scratch

@@ -293,8 +293,14 @@ def workspace(height: int, width: int, columns: int = 0):
     import numpy as np
 
     size = (height + 2) * (width + 2)
-    row_lists = 256 * 2 * 3 * ((width + 1) // 2)  # sweeps.row_lists_size(width)
     return (np.empty((NUM_INT32, max(size, columns)), np.int32), np.empty((NUM_INT64, size), np.int64),
             np.empty(size, np.int16),
             np.empty(2 * size, np.uint8), np.empty((NUM_BOOL, size), np.bool_), np.empty((2, size), np.float64),
-            np.empty(row_lists, np.int32))
+            np.empty(row_lists_size(width), np.int32))
+
+
+def row_lists_size(width: int) -> int:
+    """Length of the kernel's int32 row lists for maps ``width`` wide (``sweeps.row_lists_size``, which the
+    kernel checks, says the same without importing this module): per level and row parity, ``(start, end,
+    root)`` of up to ``ceil(width / 2)`` runs."""
+    return 256 * 2 * 3 * ((width + 1) // 2)

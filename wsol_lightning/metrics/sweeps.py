@@ -229,6 +229,15 @@ def _runs(cls, height, width, nclass, ints, info, cstart):
 
 # ----------------------------------------------------------------------------- the sweeps
 @_jit
+def _find(parent, b):
+    """The root of ``b``'s set, halving the path on the way."""
+    while parent[b] != b:
+        parent[b] = parent[parent[b]]
+        b = parent[b]
+    return b
+
+
+@_jit
 def _iou_and_share(x0, y0, x1, y1, gt, gt_area):
     """Best IoU of the box with the GT boxes (a union <= 0 counts 0) and the largest share of a GT box
     it covers."""
@@ -311,9 +320,7 @@ def _sweep(background, cls_from, cls_to, cstart, height, width, gt, floor, ints,
                         b = q + ring4[RUN_STARTS4[mask, t]]
                     else:
                         b = q + ring8[RUN_STARTS8[mask, t]]
-                    while parent[b] != b:  # find, with path halving
-                        parent[b] = parent[parent[b]]
-                        b = parent[b]
+                    b = _find(parent, b)
                     if root < 0:
                         root = b
                     elif b != root:  # union by size
@@ -465,7 +472,7 @@ def rises(cls, height, width):
 
 
 @_jit
-def _first_hopeless_level(row_top, column_top, nlev, gt, floor):
+def _first_hopeless_level(row_top, column_top, nlev, gt, gt_area, floor):
     """The lowest level from which on no contour can reach an IoU of ``floor``: the box of the whole
     foreground there covers less than ``floor`` of every GT box (a contour's box lies inside it, and an IoU
     is at most the share of the GT box covered). ``nlev`` where every level can (always with ``floor`` 0).
@@ -488,25 +495,11 @@ def _first_hopeless_level(row_top, column_top, nlev, gt, floor):
             x1 -= 1
         if y0 > y1:  # no foreground from here on
             return level
-        box_x1, box_y1 = min(x1 + 1, width - 1), min(y1 + 1, height - 1)  # as a contour's box
-        reaches = False
-        for k in range(gt.shape[0]):
-            inter = (max(0, min(box_x1, gt[k, 2]) - max(x0, gt[k, 0]) + 1)
-                     * max(0, min(box_y1, gt[k, 3]) - max(y0, gt[k, 1]) + 1))
-            area = (gt[k, 2] - gt[k, 0] + 1) * (gt[k, 3] - gt[k, 1] + 1)
-            if area > 0 and inter / area >= floor:  # not inter >= floor * area: 7 / 100 >= 0.07, 0.07 * 100 > 7
-                reaches = True
-        if not reaches:
+        # the largest share of a GT box that the box covers (as a contour's box), divided as an IoU is:
+        # 7 / 100 >= 0.07 where 0.07 * 100 > 7
+        if _iou_and_share(x0, y0, min(x1 + 1, width - 1), min(y1 + 1, height - 1), gt, gt_area)[1] < floor:
             return level
     return nlev
-
-
-@_jit
-def _find_run(parent, b):
-    while parent[b] != b:  # path halving
-        parent[b] = parent[parent[b]]
-        b = parent[b]
-    return b
 
 
 @_jit
@@ -590,7 +583,7 @@ def _level_runs_of_rows(cls, height, width, nlev, limit, ints, row_lists, first_
                 cursor[level] = p  # the next run of this row starts further right
                 root = -1
                 while p < above_count and row_lists[above + stride * p] <= end + 1:
-                    b = _find_run(parent, row_lists[above + stride * p + 2])
+                    b = _find(parent, row_lists[above + stride * p + 2])
                     if root < 0:  # the run joins this component
                         root = b
                         bx0[b] = min(bx0[b], start)
@@ -697,12 +690,12 @@ def _best_hole(first, low, high, ints, height, width, gt, gt_area):
                 q_node = list_node[above + q]
                 if g_node >= 0 or q_node >= 0:
                     if q_node < 0:
-                        border[_find_run(parent, g_node)] = True
+                        border[_find(parent, g_node)] = True
                     elif g_node < 0:
-                        border[_find_run(parent, q_node)] = True
+                        border[_find(parent, q_node)] = True
                     else:
-                        a = _find_run(parent, q_node)
-                        b = _find_run(parent, g_node)
+                        a = _find(parent, q_node)
+                        b = _find(parent, g_node)
                         if a != b:
                             a, b = min(a, b), max(a, b)
                             parent[b] = a
@@ -738,12 +731,12 @@ def _level_runs(cls, height, width, nlev, gt, holes, floor, row_top, column_top,
     (:func:`_first_hopeless_level`; there every result is 0 and the counts
     -1).
     """
-    limit = _first_hopeless_level(row_top, column_top, nlev, gt, floor)
+    gt_area = (gt[:, 2] - gt[:, 0] + 1) * (gt[:, 3] - gt[:, 1] + 1)
+    limit = _first_hopeless_level(row_top, column_top, nlev, gt, gt_area, floor)
     first_run, multi_rows = np.empty(nlev, np.int64), np.empty((nlev, 2), np.int64)
     n, cycles = _level_runs_of_rows(cls, height, width, nlev, limit, ints, row_lists, first_run, multi_rows)
     parent, bx0, bx1, by0, by1, level_of = (ints[R_PARENT], ints[R_X0], ints[R_X1], ints[R_Y0], ints[R_Y1],
                                             ints[R_LEVEL])
-    gt_area = (gt[:, 2] - gt[:, 0] + 1) * (gt[:, 3] - gt[:, 1] + 1)
     outer = np.full(nlev, -1.0)
     share = np.zeros(nlev)
     components = np.zeros(nlev, np.int64)
